@@ -1,0 +1,48 @@
+//! Settings of `runwarden serve`, and the names of the environment variables that set them.
+//! The CLI (`cli.rs`) reads flags and these variables with clap; this module owns the
+//! validated result.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Environment variables, one per `serve` flag. `RUST_LOG` sets the log level.
+pub mod vars {
+    /// `--addr`: IP and port to listen on.
+    pub const ADDR: &str = "RUNWARDEN_ADDR";
+    /// `--db`: the SQLite database file.
+    pub const DB: &str = "RUNWARDEN_DB";
+    /// `--threads`: request worker threads.
+    pub const THREADS: &str = "RUNWARDEN_THREADS";
+    /// `--max-body-bytes`: the request body cap.
+    pub const MAX_BODY_BYTES: &str = "RUNWARDEN_MAX_BODY_BYTES";
+    /// `--busy-timeout-ms`: how long a write waits for a database lock held by another process.
+    pub const BUSY_TIMEOUT_MS: &str = "RUNWARDEN_BUSY_TIMEOUT_MS";
+    /// `--write-batch`: the most writes committed in one transaction.
+    pub const WRITE_BATCH: &str = "RUNWARDEN_WRITE_BATCH";
+}
+
+/// Validated settings of the server.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Where to listen. Port 0 picks a free port; the start-up line shows it.
+    pub addr: SocketAddr,
+    /// The database file, created on first start.
+    pub db: PathBuf,
+    /// Request worker threads.
+    pub threads: usize,
+    /// The largest accepted request body.
+    pub max_body_bytes: u64,
+    /// How long a write waits for a lock held by another process before answering 503.
+    pub busy_timeout: Duration,
+    /// The most writes committed in one transaction (1: one transaction per write).
+    pub write_batch: usize,
+}
+
+/// The default number of worker threads: 8 per core, between 8 and 64. Workers spend most of
+/// their time waiting for the group commit (an fsync), not computing, and more of them in
+/// flight means larger batches per fsync.
+pub fn default_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores * 8).clamp(8, 64)
+}

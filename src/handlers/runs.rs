@@ -1,0 +1,36 @@
+//! `POST /v1/register-agent-run`: starts a run and hands back its trace_id.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::{App, parse_json};
+use crate::domain::event::RunWire;
+use crate::domain::time::format_millis_utc;
+use crate::error::{ApiError, ErrorCode};
+use crate::http::response::Reply;
+use crate::store::StoreError;
+
+#[derive(Serialize)]
+struct Registered {
+    trace_id: String,
+    timestamp: String,
+}
+
+/// Validates, stores durably, answers `{trace_id, timestamp}`. A client-chosen trace_id that
+/// exists already is 409 TRACE_ID_CONFLICT, decided by the database's primary key.
+pub fn register(app: &App, body: &[u8]) -> Result<Reply, ApiError> {
+    let run = parse_json::<RunWire>(body)?.parse(OffsetDateTime::now_utc())?;
+    let answer = Registered {
+        trace_id: run.trace_id.to_string(),
+        timestamp: format_millis_utc(run.received_at),
+    };
+    match app.store.insert_run(run) {
+        Ok(()) => Reply::json(200, &answer),
+        Err(StoreError::Conflict) => Err(ApiError::new(
+            ErrorCode::TraceIdConflict,
+            "a run with this trace_id already exists; trace ids are never reused",
+        )
+        .with_param("trace_id")),
+        Err(e) => Err(e.into()),
+    }
+}

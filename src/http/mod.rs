@@ -1,0 +1,6 @@
+//! The HTTP edge: routing, reading requests, writing responses. Nothing here knows the
+//! domain; handlers get bytes and return a [`response::Reply`] or an `ApiError`.
+
+pub mod request;
+pub mod response;
+pub mod router;

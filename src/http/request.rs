@@ -1,0 +1,94 @@
+//! Reading a request: its id, its Content-Type, and its body with a hard cap.
+
+use std::io::Read;
+
+use tiny_http::Request;
+
+use crate::error::ApiError;
+
+/// The longest client-sent `X-Request-Id` that is echoed.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The value of a header, if present (first occurrence).
+pub fn header<'r>(req: &'r Request, name: &str) -> Option<&'r str> {
+    req.headers()
+        .iter()
+        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str())
+}
+
+/// The client's `X-Request-Id` when it is sane (1 to 128 characters of `A-Za-z0-9._:-`),
+/// otherwise a new one.
+pub fn request_id(req: &Request) -> String {
+    match header(req, "x-request-id") {
+        Some(id) if is_sane_request_id(id) => id.to_string(),
+        _ => uuid::Uuid::new_v4().simple().to_string(),
+    }
+}
+
+fn is_sane_request_id(id: &str) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// True when a `Content-Type` value is JSON: `application/json`, any case, parameters allowed.
+pub fn is_json_content_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+/// Checks the Content-Type (415; a missing one is tolerated) and reads at most `max` bytes of
+/// body (413 beyond, decided from `Content-Length` before reading when the client sends one).
+pub fn read_body(req: &mut Request, max: u64) -> Result<Vec<u8>, ApiError> {
+    if let Some(ct) = header(req, "content-type")
+        && !is_json_content_type(ct)
+    {
+        return Err(ApiError::unsupported_media_type());
+    }
+    if let Some(len) = req.body_length()
+        && len as u64 > max
+    {
+        return Err(ApiError::payload_too_large(max));
+    }
+    let mut body = Vec::with_capacity(req.body_length().unwrap_or(0).min(max as usize));
+    req.as_reader()
+        .take(max + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| ApiError::invalid_json(format!("could not read the request body: {e}")))?;
+    if body.len() as u64 > max {
+        return Err(ApiError::payload_too_large(max));
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types_with_parameters_and_any_case_are_json() {
+        for ct in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON;charset=UTF-8",
+            " application/json ",
+        ] {
+            assert!(is_json_content_type(ct), "{ct}");
+        }
+        for ct in ["text/plain", "application/jsonx", "application/x-www-form-urlencoded", ""] {
+            assert!(!is_json_content_type(ct), "{ct}");
+        }
+    }
+
+    #[test]
+    fn sane_request_ids_are_short_and_plain() {
+        assert!(is_sane_request_id("abc-123_x.y:z"));
+        assert!(!is_sane_request_id(""));
+        assert!(!is_sane_request_id(&"a".repeat(129)));
+        assert!(!is_sane_request_id("a b"));
+        assert!(!is_sane_request_id("a\nb"));
+        assert!(!is_sane_request_id("<script>"));
+    }
+}

@@ -1,0 +1,21 @@
+//! runwarden: a self-hosted security service for AI agents.
+//!
+//! Module map:
+//! - [`cli`]: the command line (`serve`); [`config`]: validated settings and env var names.
+//! - [`server`]: binds, runs worker threads, stops cleanly; the one place errors become bytes.
+//! - [`http`]: routing, request reading (Content-Type, capped body), responses.
+//! - [`handlers`]: one module per resource, thin: wire → domain → engine/store → reply.
+//! - [`domain`]: validated values (ids, time, events, schemas); pure.
+//! - [`engine`]: the check engine, one rule per file; pure and deterministic.
+//! - [`store`]: the `Store` interface and its SQLite backend (group commit).
+//! - [`error`]: `ApiError`, the contract's error envelope.
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod error;
+pub mod handlers;
+pub mod http;
+pub mod server;
+pub mod store;

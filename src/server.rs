@@ -1,0 +1,206 @@
+//! The HTTP server: binds, runs N worker threads that each loop on `recv()`, and stops cleanly.
+//!
+//! Each worker: request id → route (404/405 before any body is read) → handler inside
+//! `catch_unwind` (a panic becomes 500 INTERNAL_ERROR and the worker lives on) → one access-log
+//! line (method, path, status, milliseconds, request id; never bodies) → response. This loop is
+//! the only place an [`ApiError`] becomes bytes.
+
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tiny_http::Request;
+
+use crate::config::ServeConfig;
+use crate::engine::Engine;
+use crate::error::ApiError;
+use crate::handlers::{App, dispatch};
+use crate::http::request::request_id;
+use crate::http::response::Reply;
+use crate::http::router::route;
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+
+/// A bound server, not yet running.
+pub struct Server {
+    http: Arc<tiny_http::Server>,
+    app: Arc<App>,
+    threads: usize,
+    addr: SocketAddr,
+    stopping: Arc<AtomicBool>,
+}
+
+/// Stops a running [`Server`] from another thread (a signal handler).
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    http: Arc<tiny_http::Server>,
+    threads: usize,
+    stopping: Arc<AtomicBool>,
+}
+
+impl ShutdownHandle {
+    /// Stops taking new requests; each worker finishes its current one and exits.
+    pub fn shutdown(&self) {
+        if !self.stopping.swap(true, Ordering::SeqCst) {
+            // One unblock per worker: each wakes exactly one blocked `recv()`.
+            for _ in 0..self.threads {
+                self.http.unblock();
+            }
+        }
+    }
+}
+
+impl Server {
+    /// Binds the address and opens the database. Errors are one line for the operator.
+    pub fn bind(config: &ServeConfig) -> Result<Self, String> {
+        let http = tiny_http::Server::http(config.addr)
+            .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+        let addr = http
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| "the server is not listening on an IP address".to_string())?;
+        let store = SqliteStore::open(&SqliteOptions {
+            path: config.db.clone(),
+            busy_timeout: config.busy_timeout,
+            batch_max: config.write_batch,
+        })?;
+        let app = App {
+            store: Arc::new(store),
+            engine: Engine::default(),
+            max_body_bytes: config.max_body_bytes,
+        };
+        Ok(Server {
+            http: Arc::new(http),
+            app: Arc::new(app),
+            threads: config.threads.max(1),
+            addr,
+            stopping: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The address actually bound (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A handle that stops [`Server::run`].
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            http: Arc::clone(&self.http),
+            threads: self.threads,
+            stopping: Arc::clone(&self.stopping),
+        }
+    }
+
+    /// Serves until shut down, then waits for in-flight requests and closes the database.
+    pub fn run(self) {
+        let workers: Vec<_> = (0..self.threads)
+            .map(|i| {
+                let http = Arc::clone(&self.http);
+                let app = Arc::clone(&self.app);
+                std::thread::Builder::new()
+                    .name(format!("rw-worker-{i}"))
+                    .spawn(move || {
+                        while let Ok(req) = http.recv() {
+                            handle(&app, req);
+                        }
+                    })
+            })
+            .collect();
+        for worker in workers {
+            match worker {
+                Ok(w) => {
+                    if w.join().is_err() {
+                        log::error!("a worker thread panicked outside a request");
+                    }
+                }
+                Err(e) => log::error!("cannot start a worker thread: {e}"),
+            }
+        }
+        // Dropping the app closes the store: the writer finishes its queue and the database
+        // is closed before `run` returns.
+        drop(self.app);
+    }
+}
+
+/// Serves one request. Never panics: a panicking handler becomes a 500.
+fn handle(app: &App, mut req: Request) {
+    let started = Instant::now();
+    let rid = request_id(&req);
+    let method = req.method().as_str().to_string();
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let route = route(&method, req.url())?;
+        dispatch(app, route, &mut req)
+    }));
+    let reply = into_reply(outcome, &rid);
+    let status = reply.status;
+    let path = loggable_path(req.url());
+    let response = reply.into_response(&rid);
+    if let Err(e) = req.respond(response) {
+        log::debug!("could not send the response to request {rid}: {e}");
+    }
+    log::info!(
+        target: "runwarden::access",
+        "{method} {path} {status} {:.1}ms id={rid}",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+}
+
+/// Turns a handler's outcome (or its panic) into a reply, logging server-side failures.
+pub fn into_reply(
+    outcome: std::thread::Result<Result<Reply, ApiError>>,
+    request_id: &str,
+) -> Reply {
+    let err = match outcome {
+        Ok(Ok(reply)) => return reply,
+        Ok(Err(err)) => err,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            ApiError::internal(format!("handler panicked: {what}"))
+        }
+    };
+    if err.status() >= 500 {
+        log::error!("request {request_id}: {err}");
+    }
+    Reply::from_error(&err)
+}
+
+/// The path without its query string, capped and with control characters escaped, so a
+/// hostile URL cannot forge log lines.
+fn loggable_path(url: &str) -> String {
+    let path = url.split_once('?').map_or(url, |(p, _)| p);
+    path.chars().take(200).flat_map(char::escape_debug).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_handler_becomes_a_500_internal_error() {
+        let outcome = catch_unwind(|| -> Result<Reply, ApiError> { panic!("boom at /secret/path") });
+        let reply = into_reply(outcome, "rid");
+        assert_eq!(reply.status, 500);
+        let body = String::from_utf8(reply.body).expect("utf8");
+        assert!(body.contains("INTERNAL_ERROR"), "{body}");
+        assert!(!body.contains("boom"), "the panic message must not leak: {body}");
+    }
+
+    #[test]
+    fn an_error_becomes_its_envelope() {
+        let reply = into_reply(Ok(Err(ApiError::method_not_allowed("GET", "POST"))), "rid");
+        assert_eq!(reply.status, 405);
+        assert_eq!(reply.headers, vec![("Allow", "POST".to_string())]);
+    }
+
+    #[test]
+    fn logged_paths_have_no_query_and_no_control_characters() {
+        assert_eq!(loggable_path("/v1/event?key=secret"), "/v1/event");
+        assert_eq!(loggable_path("/a\nFAKE LINE"), "/a\\nFAKE LINE");
+    }
+}
