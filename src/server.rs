@@ -124,11 +124,27 @@ impl Server {
     }
 }
 
+/// Bodies up to this size that are rejected unread are drained (read and discarded) by
+/// tiny_http when the request is dropped; larger ones are quarantined, see [`quarantine`].
+pub const MAX_DRAIN_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Serves one request. Never panics: a panicking handler becomes a 500.
 fn handle(app: &App, mut req: Request) {
     let started = Instant::now();
     let rid = request_id(&req);
     let method = req.method().as_str().to_string();
+    if let Some(len) = req.body_length()
+        && len as u64 > app.max_body_bytes.max(MAX_DRAIN_BYTES)
+    {
+        let reply = Reply::from_error(&ApiError::payload_too_large(app.max_body_bytes));
+        log::warn!(
+            "request {rid}: Content-Length {len} is far over the limit; connection quarantined"
+        );
+        let path = loggable_path(req.url());
+        quarantine(req, reply.into_response(&rid));
+        log::info!(target: "runwarden::access", "{method} {path} 413 0.0ms id={rid}");
+        return;
+    }
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let route = route(&method, req.url())?;
         dispatch(app, route, &mut req)
@@ -145,6 +161,22 @@ fn handle(app: &App, mut req: Request) {
         "{method} {path} {status} {:.1}ms id={rid}",
         started.elapsed().as_secs_f64() * 1000.0
     );
+}
+
+/// Answers a request whose announced body will never be read, without ever dropping its body
+/// reader.
+///
+/// Why: tiny_http 0.12 drains an unread body when a request is dropped, and it does so by
+/// allocating one buffer as large as the remaining Content-Length (`EqualReader::drop`). A
+/// client announcing, say, 100 TB makes that allocation fail, which aborts the whole process
+/// (measured: "memory allocation of 100000000000000 bytes failed"). `upgrade` sends our response
+/// and hands back the connection's reader and writer; forgetting them means the drain never
+/// runs. The price is that this one connection's socket and tiny_http thread stay parked until
+/// the process exits, so it is reserved for bodies over [`MAX_DRAIN_BYTES`], which no honest
+/// client sends to a server whose limit is smaller.
+fn quarantine(req: Request, response: tiny_http::Response<std::io::Cursor<Vec<u8>>>) {
+    let stream = req.upgrade("close", response);
+    std::mem::forget(stream);
 }
 
 /// Turns a handler's outcome (or its panic) into a reply, logging server-side failures.
