@@ -79,8 +79,14 @@ impl ErrorCode {
     pub fn kind(self) -> &'static str {
         use ErrorCode::*;
         match self {
-            InvalidJson | MissingField | InvalidField | InvalidSchema | SchemaValidationFailed
-            | MethodNotAllowed | PayloadTooLarge | UnsupportedMediaType => "invalid_request_error",
+            InvalidJson
+            | MissingField
+            | InvalidField
+            | InvalidSchema
+            | SchemaValidationFailed
+            | MethodNotAllowed
+            | PayloadTooLarge
+            | UnsupportedMediaType => "invalid_request_error",
             MissingApiKey | InvalidApiKey => "authentication_error",
             InsufficientPermissions => "permission_error",
             TraceNotFound | RouteNotFound => "not_found_error",
@@ -131,11 +137,11 @@ pub struct ApiError {
     /// A message for the human who has to fix their client. Never internals.
     pub message: String,
     /// The offending request field, where there is one.
-    pub param: Option<String>,
+    pub param: Option<&'static str>,
     /// Schema violations (SCHEMA_VALIDATION_FAILED only), at most [`MAX_DETAILS`].
     pub details: Vec<Detail>,
     /// Seconds for a `Retry-After` header (429, 503).
-    pub retry_after: Option<u64>,
+    pub retry_after: Option<u32>,
     /// Methods for an `Allow` header (405).
     pub allow: Option<&'static str>,
     /// The underlying failure, logged at error level with the request id.
@@ -157,8 +163,8 @@ impl ApiError {
     }
 
     /// Names the offending field.
-    pub fn with_param(mut self, param: impl Into<String>) -> Self {
-        self.param = Some(param.into());
+    pub fn with_param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
         self
     }
 
@@ -168,12 +174,12 @@ impl ApiError {
     }
 
     /// 400 MISSING_FIELD for `field`.
-    pub fn missing_field(field: &str) -> Self {
+    pub fn missing_field(field: &'static str) -> Self {
         Self::new(ErrorCode::MissingField, format!("{field} is required")).with_param(field)
     }
 
     /// 400 INVALID_FIELD for `field`; `message` should name the field and the rule.
-    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+    pub fn invalid_field(field: &'static str, message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidField, message).with_param(field)
     }
 
@@ -288,7 +294,7 @@ impl ApiError {
                 message: &self.message,
                 kind: self.code.kind(),
                 code: self.code.as_str(),
-                param: self.param.as_deref(),
+                param: self.param,
                 details: &self.details,
             },
         };
@@ -378,7 +384,11 @@ mod tests {
                 &["MISSING_API_KEY", "INVALID_API_KEY"],
             ),
             (403, "permission_error", &["INSUFFICIENT_PERMISSIONS"]),
-            (404, "not_found_error", &["TRACE_NOT_FOUND", "ROUTE_NOT_FOUND"]),
+            (
+                404,
+                "not_found_error",
+                &["TRACE_NOT_FOUND", "ROUTE_NOT_FOUND"],
+            ),
             (405, "invalid_request_error", &["METHOD_NOT_ALLOWED"]),
             (
                 409,

@@ -3,6 +3,7 @@
 //! Module map:
 //! - [`cli`]: the command line (`serve`); [`config`]: validated settings and env var names.
 //! - [`server`]: binds, runs worker threads, stops cleanly; the one place errors become bytes.
+//! - [`nudge`]: keeps tiny_http's connection pool from stranding a connection.
 //! - [`http`]: routing, request reading (Content-Type, capped body), responses.
 //! - [`handlers`]: one module per resource, thin: wire → domain → engine/store → reply.
 //! - [`domain`]: validated values (ids, time, events, schemas); pure.
@@ -17,5 +18,6 @@ pub mod engine;
 pub mod error;
 pub mod handlers;
 pub mod http;
+pub mod nudge;
 pub mod server;
 pub mod store;

@@ -5,6 +5,7 @@
 //! line (method, path, status, milliseconds, request id; never bodies) → response. This loop is
 //! the only place an [`ApiError`] becomes bytes.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -14,12 +15,14 @@ use std::time::Instant;
 use tiny_http::Request;
 
 use crate::config::ServeConfig;
+use crate::domain::schema_cache::SchemaCache;
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::handlers::{App, dispatch};
 use crate::http::request::request_id;
 use crate::http::response::Reply;
 use crate::http::router::route;
+use crate::nudge::Nudger;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
 /// A bound server, not yet running.
@@ -69,6 +72,7 @@ impl Server {
             store: Arc::new(store),
             engine: Engine::default(),
             max_body_bytes: config.max_body_bytes,
+            schemas: SchemaCache::default(),
         };
         Ok(Server {
             http: Arc::new(http),
@@ -95,14 +99,22 @@ impl Server {
 
     /// Serves until shut down, then waits for in-flight requests and closes the database.
     pub fn run(self) {
+        let nudger = Nudger::start(self.addr)
+            .inspect_err(|e| log::error!("cannot start the connection nudger: {e}"))
+            .ok();
+        let activity = nudger.as_ref().map(Nudger::activity);
         let workers: Vec<_> = (0..self.threads)
             .map(|i| {
                 let http = Arc::clone(&self.http);
                 let app = Arc::clone(&self.app);
+                let activity = activity.clone();
                 std::thread::Builder::new()
                     .name(format!("rw-worker-{i}"))
                     .spawn(move || {
                         while let Ok(req) = http.recv() {
+                            if let Some(a) = &activity {
+                                a.request_seen();
+                            }
                             handle(&app, req);
                         }
                     })
@@ -118,13 +130,16 @@ impl Server {
                 Err(e) => log::error!("cannot start a worker thread: {e}"),
             }
         }
+        if let Some(n) = nudger {
+            n.stop();
+        }
         // Dropping the app closes the store: the writer finishes its queue and the database
         // is closed before `run` returns.
         drop(self.app);
     }
 }
 
-/// Bodies up to this size that are rejected unread are drained (read and discarded) by
+/// Announced bodies up to this size that are left unread are drained (read and discarded) by
 /// tiny_http when the request is dropped; larger ones are quarantined, see [`quarantine`].
 pub const MAX_DRAIN_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -133,28 +148,41 @@ fn handle(app: &App, mut req: Request) {
     let started = Instant::now();
     let rid = request_id(&req);
     let method = req.method().as_str().to_string();
-    if let Some(len) = req.body_length()
-        && len as u64 > app.max_body_bytes.max(MAX_DRAIN_BYTES)
-    {
-        let reply = Reply::from_error(&ApiError::payload_too_large(app.max_body_bytes));
-        log::warn!(
-            "request {rid}: Content-Length {len} is far over the limit; connection quarantined"
-        );
-        let path = loggable_path(req.url());
-        quarantine(req, reply.into_response(&rid));
-        log::info!(target: "runwarden::access", "{method} {path} 413 0.0ms id={rid}");
-        return;
-    }
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let route = route(&method, req.url())?;
-        dispatch(app, route, &mut req)
-    }));
-    let reply = into_reply(outcome, &rid);
-    let status = reply.status;
     let path = loggable_path(req.url());
-    let response = reply.into_response(&rid);
-    if let Err(e) = req.respond(response) {
-        log::debug!("could not send the response to request {rid}: {e}");
+    // Bodies up to 1 KiB are buffered by tiny_http before the request reaches us.
+    let announced = req.body_length().map_or(0, |l| l as u64);
+    let mut body_read = announced <= 1024;
+    let reply = if announced > app.max_body_bytes.max(MAX_DRAIN_BYTES) {
+        // Never route it: answer at once and do not let tiny_http drain it.
+        log::warn!("request {rid}: Content-Length {announced} is far over the limit");
+        Reply::from_error(&ApiError::payload_too_large(app.max_body_bytes))
+    } else {
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let route = route(&method, req.url())?;
+            dispatch(app, route, &mut req, &mut body_read)
+        }));
+        into_reply(outcome, &rid)
+    };
+    let status = reply.status;
+    if body_read {
+        if let Err(e) = req.respond(reply.into_response(&rid)) {
+            log::debug!("could not send the response to request {rid}: {e}");
+        }
+    } else if announced <= MAX_DRAIN_BYTES {
+        // tiny_http drains the unread body when the request is dropped, which blocks until the
+        // client has sent it or gone away. Do that on a thread of its own, so that a client
+        // that announces a body and stalls does not hold a worker.
+        let response = reply.into_response(&rid);
+        let spawned = std::thread::Builder::new()
+            .name("rw-drain".into())
+            .spawn(move || {
+                let _ = req.respond(response);
+            });
+        if let Err(e) = spawned {
+            log::error!("request {rid}: cannot start a drain thread: {e}");
+        }
+    } else {
+        quarantine(req, reply, &rid);
     }
     log::info!(
         target: "runwarden::access",
@@ -169,13 +197,25 @@ fn handle(app: &App, mut req: Request) {
 /// Why: tiny_http 0.12 drains an unread body when a request is dropped, and it does so by
 /// allocating one buffer as large as the remaining Content-Length (`EqualReader::drop`). A
 /// client announcing, say, 100 TB makes that allocation fail, which aborts the whole process
-/// (measured: "memory allocation of 100000000000000 bytes failed"). `upgrade` sends our response
-/// and hands back the connection's reader and writer; forgetting them means the drain never
-/// runs. The price is that this one connection's socket and tiny_http thread stay parked until
-/// the process exits, so it is reserved for bodies over [`MAX_DRAIN_BYTES`], which no honest
-/// client sends to a server whose limit is smaller.
-fn quarantine(req: Request, response: tiny_http::Response<std::io::Cursor<Vec<u8>>>) {
-    let stream = req.upgrade("close", response);
+/// (measured: "memory allocation of 100000000000000 bytes failed"). `Request::upgrade` is the
+/// one way to answer and take the body reader out of the request: we forget the returned
+/// stream, so the drain never runs. The price is that this connection's socket and tiny_http
+/// thread stay parked until the process exits, so it is reserved for bodies announced over
+/// [`MAX_DRAIN_BYTES`] (and over the limit), which no honest client sends.
+///
+/// `upgrade` writes the status line and headers but, as for a protocol switch, neither a
+/// Content-Length nor the body. It writes its `protocol` argument verbatim as the value of an
+/// `Upgrade` header, so that argument carries the two framing lines the response needs; the
+/// body is then written to the stream. The client sees a complete 413 with `Connection: close`.
+fn quarantine(req: Request, reply: Reply, rid: &str) {
+    let body = reply.body.clone();
+    let framing = format!(
+        "none\r\nConnection: close\r\nContent-Length: {}",
+        body.len()
+    );
+    let mut stream = req.upgrade(&framing, reply.into_response(rid));
+    let _ = stream.write_all(&body);
+    let _ = stream.flush();
     std::mem::forget(stream);
 }
 
@@ -206,7 +246,10 @@ pub fn into_reply(
 /// hostile URL cannot forge log lines.
 fn loggable_path(url: &str) -> String {
     let path = url.split_once('?').map_or(url, |(p, _)| p);
-    path.chars().take(200).flat_map(char::escape_debug).collect()
+    path.chars()
+        .take(200)
+        .flat_map(char::escape_debug)
+        .collect()
 }
 
 #[cfg(test)]
@@ -215,12 +258,16 @@ mod tests {
 
     #[test]
     fn a_panicking_handler_becomes_a_500_internal_error() {
-        let outcome = catch_unwind(|| -> Result<Reply, ApiError> { panic!("boom at /secret/path") });
+        let outcome =
+            catch_unwind(|| -> Result<Reply, ApiError> { panic!("boom at /secret/path") });
         let reply = into_reply(outcome, "rid");
         assert_eq!(reply.status, 500);
         let body = String::from_utf8(reply.body).expect("utf8");
         assert!(body.contains("INTERNAL_ERROR"), "{body}");
-        assert!(!body.contains("boom"), "the panic message must not leak: {body}");
+        assert!(
+            !body.contains("boom"),
+            "the panic message must not leak: {body}"
+        );
     }
 
     #[test]

@@ -298,9 +298,7 @@ pub struct NewCheck {
 }
 
 impl EventWire<'_> {
-    fn common(
-        &self,
-    ) -> Result<(TraceId, f64, JsonField, JsonField), FieldError> {
+    fn common(&self) -> Result<(TraceId, f64, JsonField, JsonField), FieldError> {
         let trace_id = trace_id(&self.trace_id)?;
         let occurred_at = parse_event_timestamp(required(&self.timestamp, "timestamp")?)
             .map_err(|m| FieldError::Invalid("timestamp", m))?;
@@ -360,7 +358,9 @@ mod tests {
     }
 
     fn run(body: &str) -> Result<NewRun, FieldError> {
-        serde_json::from_str::<RunWire>(body).expect("wire").parse(now())
+        serde_json::from_str::<RunWire>(body)
+            .expect("wire")
+            .parse(now())
     }
 
     fn event(body: &str) -> Result<NewEvent, FieldError> {
@@ -373,8 +373,9 @@ mod tests {
 
     #[test]
     fn a_run_gets_a_random_trace_id_unless_the_client_chose_one() {
-        let r = run(r#"{"agent_id":"a","timestamp":"2024-01-15T14:30:45.123Z","system_prompt":""}"#)
-            .expect("valid");
+        let r =
+            run(r#"{"agent_id":"a","timestamp":"2024-01-15T14:30:45.123Z","system_prompt":""}"#)
+                .expect("valid");
         assert!(!r.client_chose_id);
         // An explicit null is the same as leaving trace_id out.
         let r = run(r#"{"agent_id":"a","timestamp":"2024-01-15T14:30:45Z","system_prompt":"","trace_id":null}"#)
@@ -392,21 +393,51 @@ mod tests {
     #[test]
     fn run_fields_are_reported_by_name() {
         let cases = [
-            (r#"{"timestamp":"2024-01-15T14:30:45Z","system_prompt":""}"#, FieldError::Missing("agent_id")),
-            (r#"{"agent_id":null,"timestamp":"2024-01-15T14:30:45Z","system_prompt":""}"#, FieldError::Missing("agent_id")),
-            (r#"{"agent_id":"a","system_prompt":""}"#, FieldError::Missing("timestamp")),
-            (r#"{"agent_id":"a","timestamp":"2024-01-15T14:30:45Z"}"#, FieldError::Missing("system_prompt")),
+            (
+                r#"{"timestamp":"2024-01-15T14:30:45Z","system_prompt":""}"#,
+                FieldError::Missing("agent_id"),
+            ),
+            (
+                r#"{"agent_id":null,"timestamp":"2024-01-15T14:30:45Z","system_prompt":""}"#,
+                FieldError::Missing("agent_id"),
+            ),
+            (
+                r#"{"agent_id":"a","system_prompt":""}"#,
+                FieldError::Missing("timestamp"),
+            ),
+            (
+                r#"{"agent_id":"a","timestamp":"2024-01-15T14:30:45Z"}"#,
+                FieldError::Missing("system_prompt"),
+            ),
         ];
         for (body, want) in cases {
             assert_eq!(run(body).expect_err(body), want, "{body}");
         }
         let invalid = [
-            (r#"{"agent_id":5,"timestamp":"2024-01-15T14:30:45Z","system_prompt":""}"#, "agent_id"),
-            (r#"{"agent_id":"a","timestamp":"2024-01-15","system_prompt":""}"#, "timestamp"),
-            (r#"{"agent_id":"a","timestamp":1705329045,"system_prompt":""}"#, "timestamp"),
-            (r#"{"agent_id":"a","timestamp":"2024-01-15T14:30:45Z","system_prompt":7}"#, "system_prompt"),
-            (r#"{"agent_id":"a","timestamp":"2024-01-15T14:30:45Z","system_prompt":"","trace_id":"x"}"#, "trace_id"),
-            (r#"{"agent_id":"a","timestamp":"2024-01-15T14:30:45Z","system_prompt":"","trace_id":7}"#, "trace_id"),
+            (
+                r#"{"agent_id":5,"timestamp":"2024-01-15T14:30:45Z","system_prompt":""}"#,
+                "agent_id",
+            ),
+            (
+                r#"{"agent_id":"a","timestamp":"2024-01-15","system_prompt":""}"#,
+                "timestamp",
+            ),
+            (
+                r#"{"agent_id":"a","timestamp":1705329045,"system_prompt":""}"#,
+                "timestamp",
+            ),
+            (
+                r#"{"agent_id":"a","timestamp":"2024-01-15T14:30:45Z","system_prompt":7}"#,
+                "system_prompt",
+            ),
+            (
+                r#"{"agent_id":"a","timestamp":"2024-01-15T14:30:45Z","system_prompt":"","trace_id":"x"}"#,
+                "trace_id",
+            ),
+            (
+                r#"{"agent_id":"a","timestamp":"2024-01-15T14:30:45Z","system_prompt":"","trace_id":7}"#,
+                "trace_id",
+            ),
         ];
         for (body, field) in invalid {
             match run(body) {
@@ -478,6 +509,9 @@ mod tests {
         let c = serde_json::from_str::<EventWire>(&body)
             .expect("wire")
             .parse_check(now());
-        assert!(matches!(c, Err(FieldError::Invalid("event_type", _))), "{c:?}");
+        assert!(
+            matches!(c, Err(FieldError::Invalid("event_type", _))),
+            "{c:?}"
+        );
     }
 }

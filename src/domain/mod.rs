@@ -5,4 +5,5 @@
 pub mod event;
 pub mod ids;
 pub mod schema;
+pub mod schema_cache;
 pub mod time;

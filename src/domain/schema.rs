@@ -191,8 +191,10 @@ mod tests {
 
     #[test]
     fn a_nested_function_definition_is_detected() {
-        let s = compile(json!({"type": "function", "function": {"name": "transfer_funds",
-            "parameters": {"type": "object", "required": ["amount"]}}}));
+        let s = compile(
+            json!({"type": "function", "function": {"name": "transfer_funds",
+            "parameters": {"type": "object", "required": ["amount"]}}}),
+        );
         assert_eq!(s.kind(), &SchemaKind::Function);
         assert_eq!(s.tool_name(), Some("transfer_funds"));
         assert_eq!(s.violations(&json!({}), 20).1, 1);
@@ -214,8 +216,10 @@ mod tests {
 
     #[test]
     fn a_plain_schema_with_a_name_property_stays_plain() {
-        let s = compile(json!({"type": "object", "properties": {"name": {"type": "string"}},
-            "name": "x", "parameters": {}}));
+        let s = compile(
+            json!({"type": "object", "properties": {"name": {"type": "string"}},
+            "name": "x", "parameters": {}}),
+        );
         assert_eq!(s.kind(), &SchemaKind::Plain);
     }
 
@@ -236,7 +240,10 @@ mod tests {
             json!({"$ref": "https://example.com/schema.json"}),
             json!(42),
         ] {
-            assert!(CompiledSchema::compile(&v).is_err(), "{v} should be rejected");
+            assert!(
+                CompiledSchema::compile(&v).is_err(),
+                "{v} should be rejected"
+            );
         }
     }
 

@@ -18,9 +18,8 @@ pub fn parse_rfc3339(s: &str) -> Result<OffsetDateTime, time::error::Parse> {
 
 /// Formats `t` in UTC as exactly `YYYY-MM-DDTHH:mm:ss.sssZ` (milliseconds, truncated).
 pub fn format_millis_utc(t: OffsetDateTime) -> String {
-    let fmt = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let fmt =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     t.to_offset(UtcOffset::UTC)
         .format(&fmt)
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_string())
@@ -113,7 +112,10 @@ mod tests {
 
     #[test]
     fn event_timestamps_accept_numbers_and_zoned_strings() {
-        assert_eq!(parse_event_timestamp(&json!(1678886405.123)), Ok(1678886405.123));
+        assert_eq!(
+            parse_event_timestamp(&json!(1678886405.123)),
+            Ok(1678886405.123)
+        );
         assert_eq!(parse_event_timestamp(&json!(0)), Ok(0.0));
         assert_eq!(
             parse_event_timestamp(&json!("2023-03-15T13:20:05Z")),

@@ -108,7 +108,10 @@ impl Engine {
             Some(f) => format!("{tool}: allowed with a warning: {}", f.message),
             None => {
                 let checked: Vec<&str> = self.rules.iter().map(|r| r.checked()).collect();
-                format!("{tool}: no rule blocked the action; checked: {}", checked.join("; "))
+                format!(
+                    "{tool}: no rule blocked the action; checked: {}",
+                    checked.join("; ")
+                )
             }
         };
         Verdict {
@@ -158,8 +161,8 @@ mod tests {
                 Box::new(Fixed("a.block", Severity::Block)),
             ],
         };
-        let schema = CompiledSchema::compile(&json!({"type": "function", "name": "t"}))
-            .expect("schema");
+        let schema =
+            CompiledSchema::compile(&json!({"type": "function", "name": "t"})).expect("schema");
         let args = json!({});
         let v = engine.check(
             &run(),
@@ -180,8 +183,8 @@ mod tests {
         let engine = Engine {
             rules: vec![Box::new(Fixed("w", Severity::Warn))],
         };
-        let schema = CompiledSchema::compile(&json!({"type": "function", "name": "t"}))
-            .expect("schema");
+        let schema =
+            CompiledSchema::compile(&json!({"type": "function", "name": "t"})).expect("schema");
         let args = json!({});
         let v = engine.check(
             &run(),
@@ -192,6 +195,10 @@ mod tests {
             },
         );
         assert!(v.is_safe);
-        assert!(v.reasoning.starts_with("t: allowed with a warning"), "{}", v.reasoning);
+        assert!(
+            v.reasoning.starts_with("t: allowed with a warning"),
+            "{}",
+            v.reasoning
+        );
     }
 }

@@ -29,7 +29,7 @@ struct Judged<'a> {
 /// not a 400; an unusable schema is still INVALID_SCHEMA.
 pub fn check(app: &App, body: &[u8]) -> Result<Reply, ApiError> {
     let check = parse_json::<EventWire>(body)?.parse_check(OffsetDateTime::now_utc())?;
-    let schema = compile_schema(&check.schema)?;
+    let schema = compile_schema(app, &check.schema)?;
     let run = app.store.run_context(check.trace_id).map_err(not_found)?;
     let tool_name = schema.tool_name().unwrap_or(UNNAMED_TOOL).to_string();
     let verdict = app.engine.check(

@@ -20,7 +20,7 @@ struct Logged {
 /// appends it durably, answers `{event_id, timestamp}`.
 pub fn log_event(app: &App, body: &[u8]) -> Result<Reply, ApiError> {
     let event = parse_json::<EventWire>(body)?.parse_event(OffsetDateTime::now_utc())?;
-    let schema = compile_schema(&event.schema)?;
+    let schema = compile_schema(app, &event.schema)?;
     let (violations, total) = schema.violations(&event.content.value, MAX_DETAILS);
     if total > 0 {
         return Err(ApiError::schema_validation_failed(violations, total));

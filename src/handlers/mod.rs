@@ -13,6 +13,7 @@ use tiny_http::Request;
 
 use crate::domain::event::JsonField;
 use crate::domain::schema::CompiledSchema;
+use crate::domain::schema_cache::SchemaCache;
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::http::request::read_body;
@@ -28,24 +29,36 @@ pub struct App {
     pub engine: Engine,
     /// The largest accepted request body, in bytes.
     pub max_body_bytes: u64,
+    /// Compiled schemas, so a schema seen before is not compiled again.
+    pub schemas: SchemaCache,
 }
 
 /// Calls the handler of `route`. POST bodies are read here, after routing, so a 404 or 405
-/// never reads a body.
-pub fn dispatch(app: &App, route: Route, req: &mut Request) -> Result<Reply, ApiError> {
-    match route {
-        Route::RegisterRun => runs::register(app, &read_body(req, app.max_body_bytes)?),
-        Route::Event => events::log_event(app, &read_body(req, app.max_body_bytes)?),
-        Route::Check => checks::check(app, &read_body(req, app.max_body_bytes)?),
-        Route::Healthz => ops::healthz(app),
-    }
+/// never reads a body; `body_read` is set once the body has been read to its end.
+pub fn dispatch(
+    app: &App,
+    route: Route,
+    req: &mut Request,
+    body_read: &mut bool,
+) -> Result<Reply, ApiError> {
+    let handler = match route {
+        Route::Healthz => return ops::healthz(app),
+        Route::RegisterRun => runs::register,
+        Route::Event => events::log_event,
+        Route::Check => checks::check,
+    };
+    let body = read_body(req, app.max_body_bytes)?;
+    *body_read = true;
+    handler(app, &body)
 }
 
 /// Decodes a JSON object body into a wire struct. Syntax errors and non-objects are
 /// INVALID_JSON; field rules are checked later, by the domain.
 pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid_json("request body is empty; send a JSON object"));
+        return Err(ApiError::invalid_json(
+            "request body is empty; send a JSON object",
+        ));
     }
     serde_json::from_slice(body).map_err(|e| {
         use serde_json::error::Category;
@@ -58,7 +71,10 @@ pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError>
     })
 }
 
-/// Compiles the `schema` field (INVALID_SCHEMA when it is not a usable schema).
-pub fn compile_schema(schema: &JsonField) -> Result<CompiledSchema, ApiError> {
-    CompiledSchema::compile(&schema.value).map_err(ApiError::invalid_schema)
+/// Compiles the `schema` field, or takes it from the cache (INVALID_SCHEMA when it is not a
+/// usable schema).
+pub fn compile_schema(app: &App, schema: &JsonField) -> Result<Arc<CompiledSchema>, ApiError> {
+    app.schemas
+        .get_or_compile(&schema.text, &schema.value)
+        .map_err(ApiError::invalid_schema)
 }

@@ -77,7 +77,12 @@ mod tests {
         ] {
             assert!(is_json_content_type(ct), "{ct}");
         }
-        for ct in ["text/plain", "application/jsonx", "application/x-www-form-urlencoded", ""] {
+        for ct in [
+            "text/plain",
+            "application/jsonx",
+            "application/x-www-form-urlencoded",
+            "",
+        ] {
             assert!(!is_json_content_type(ct), "{ct}");
         }
     }

@@ -59,22 +59,41 @@ mod tests {
     use super::*;
     use crate::error::ErrorCode;
 
+    /// The expected outcome: a route, or an error code with its `Allow` header.
+    type Expected = Result<Route, (ErrorCode, Option<&'static str>)>;
+
     #[test]
     fn the_route_table() {
-        let cases: &[(&str, &str, Result<Route, (ErrorCode, Option<&str>)>)] = &[
+        let cases: &[(&str, &str, Expected)] = &[
             ("POST", "/v1/register-agent-run", Ok(Route::RegisterRun)),
             ("POST", "/v1/event", Ok(Route::Event)),
             ("POST", "/v1/event?x=1", Ok(Route::Event)),
             ("POST", "/v1/check", Ok(Route::Check)),
             ("GET", "/healthz", Ok(Route::Healthz)),
             ("HEAD", "/healthz", Ok(Route::Healthz)),
-            ("GET", "/v1/event", Err((ErrorCode::MethodNotAllowed, Some("POST")))),
-            ("DELETE", "/v1/check", Err((ErrorCode::MethodNotAllowed, Some("POST")))),
-            ("POST", "/healthz", Err((ErrorCode::MethodNotAllowed, Some("GET, HEAD")))),
+            (
+                "GET",
+                "/v1/event",
+                Err((ErrorCode::MethodNotAllowed, Some("POST"))),
+            ),
+            (
+                "DELETE",
+                "/v1/check",
+                Err((ErrorCode::MethodNotAllowed, Some("POST"))),
+            ),
+            (
+                "POST",
+                "/healthz",
+                Err((ErrorCode::MethodNotAllowed, Some("GET, HEAD"))),
+            ),
             ("POST", "/v1/event/", Err((ErrorCode::RouteNotFound, None))),
             ("POST", "/v1/events", Err((ErrorCode::RouteNotFound, None))),
             ("GET", "/", Err((ErrorCode::RouteNotFound, None))),
-            ("POST", "/register-agent-run", Err((ErrorCode::RouteNotFound, None))),
+            (
+                "POST",
+                "/register-agent-run",
+                Err((ErrorCode::RouteNotFound, None)),
+            ),
         ];
         for (method, path, want) in cases {
             let got = route(method, path).map_err(|e| (e.code, e.allow));

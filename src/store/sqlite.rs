@@ -13,8 +13,8 @@
 //! The schema comes from `schema.sql` (embedded), applied by [`migrate`].
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -183,11 +183,17 @@ impl Store for SqliteStore {
 }
 
 /// Opens one connection with the settings every connection needs.
-fn open_connection(path: &Path, busy_timeout: Duration, read_only: bool) -> rusqlite::Result<Connection> {
+fn open_connection(
+    path: &Path,
+    busy_timeout: Duration,
+    read_only: bool,
+) -> rusqlite::Result<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(busy_timeout)?;
@@ -208,7 +214,9 @@ fn migrations(sql: &str) -> Result<Vec<(u32, String)>, String> {
                 .map_err(|_| format!("schema.sql: bad version line {line:?}"))?;
             let expected = out.len() as u32 + 1;
             if version != expected {
-                return Err(format!("schema.sql: version {version} found where {expected} was expected"));
+                return Err(format!(
+                    "schema.sql: version {version} found where {expected} was expected"
+                ));
             }
             out.push((version, String::new()));
         } else if let Some((_, body)) = out.last_mut() {
@@ -296,7 +304,10 @@ fn writer_loop(conn: Connection, jobs: Receiver<Job>, batch_max: usize) {
 /// one result per job, valid only after the commit: if the commit fails, every job fails.
 fn commit_batch(conn: &Connection, batch: &[Job]) -> Vec<Result<u64, StoreError>> {
     let all_fail = |e: &rusqlite::Error| -> Vec<Result<u64, StoreError>> {
-        batch.iter().map(|_| Err(StoreError::from(clone_error(e)))).collect()
+        batch
+            .iter()
+            .map(|_| Err(StoreError::from(clone_error(e))))
+            .collect()
     };
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         return all_fail(&e);
@@ -341,7 +352,9 @@ fn commit_batch(conn: &Connection, batch: &[Job]) -> Vec<Result<u64, StoreError>
 /// rusqlite errors are not `Clone`; keep what the mapping to [`StoreError`] needs.
 fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
     match e {
-        rusqlite::Error::SqliteFailure(code, msg) => rusqlite::Error::SqliteFailure(*code, msg.clone()),
+        rusqlite::Error::SqliteFailure(code, msg) => {
+            rusqlite::Error::SqliteFailure(*code, msg.clone())
+        }
         other => rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
             Some(other.to_string()),
@@ -439,9 +452,9 @@ fn unix_millis(t: time::OffsetDateTime) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use crate::domain::event::{EventType, JsonField, JsonForm};
     use crate::domain::ids::AgentId;
+    use std::sync::Arc;
     use time::OffsetDateTime;
 
     fn temp_db(name: &str) -> PathBuf {
@@ -490,7 +503,8 @@ mod tests {
 
     #[test]
     fn a_reused_trace_id_is_a_conflict_and_the_run_is_untouched() -> Result<(), StoreError> {
-        let store = SqliteStore::open(&SqliteOptions::new(temp_db("conflict"))).map_err(StoreError::Other)?;
+        let store = SqliteStore::open(&SqliteOptions::new(temp_db("conflict")))
+            .map_err(StoreError::Other)?;
         let id = TraceId::new_random();
         store.insert_run(run(id))?;
         let mut again = run(id);
@@ -502,7 +516,8 @@ mod tests {
 
     #[test]
     fn events_get_consecutive_sequence_numbers_per_run() -> Result<(), StoreError> {
-        let store = SqliteStore::open(&SqliteOptions::new(temp_db("seq"))).map_err(StoreError::Other)?;
+        let store =
+            SqliteStore::open(&SqliteOptions::new(temp_db("seq"))).map_err(StoreError::Other)?;
         let (a, b) = (TraceId::new_random(), TraceId::new_random());
         store.insert_run(run(a))?;
         store.insert_run(run(b))?;
@@ -514,7 +529,8 @@ mod tests {
 
     #[test]
     fn an_event_for_an_unknown_run_is_not_found() -> Result<(), StoreError> {
-        let store = SqliteStore::open(&SqliteOptions::new(temp_db("notfound"))).map_err(StoreError::Other)?;
+        let store = SqliteStore::open(&SqliteOptions::new(temp_db("notfound")))
+            .map_err(StoreError::Other)?;
         assert!(matches!(
             store.append_event(event(TraceId::new_random())),
             Err(StoreError::NotFound)
@@ -531,13 +547,18 @@ mod tests {
         // Many threads write at once so that the writer batches them; every other thread reuses
         // one trace id. Exactly one of those succeeds and every other write is stored.
         let path = temp_db("batch");
-        let store = Arc::new(SqliteStore::open(&SqliteOptions::new(&path)).map_err(StoreError::Other)?);
+        let store =
+            Arc::new(SqliteStore::open(&SqliteOptions::new(&path)).map_err(StoreError::Other)?);
         let shared = TraceId::new_random();
         let threads: Vec<_> = (0..32)
             .map(|i| {
                 let store = Arc::clone(&store);
                 std::thread::spawn(move || {
-                    let id = if i % 2 == 0 { shared } else { TraceId::new_random() };
+                    let id = if i % 2 == 0 {
+                        shared
+                    } else {
+                        TraceId::new_random()
+                    };
                     store.insert_run(run(id)).map(|_| id)
                 })
             })
@@ -565,7 +586,9 @@ mod tests {
         let conn = Connection::open(&path)?;
         conn.execute_batch("PRAGMA user_version = 999")?;
         drop(conn);
-        let err = SqliteStore::open(&SqliteOptions::new(&path)).err().unwrap_or_default();
+        let err = SqliteStore::open(&SqliteOptions::new(&path))
+            .err()
+            .unwrap_or_default();
         assert!(err.contains("newer than this runwarden"), "{err}");
         Ok(())
     }
@@ -579,7 +602,10 @@ mod tests {
             store.insert_run(run(id))?;
         }
         let store = SqliteStore::open(&SqliteOptions::new(&path)).map_err(StoreError::Other)?;
-        assert!(matches!(store.insert_run(run(id)), Err(StoreError::Conflict)));
+        assert!(matches!(
+            store.insert_run(run(id)),
+            Err(StoreError::Conflict)
+        ));
         Ok(())
     }
 }

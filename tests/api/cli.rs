@@ -1,1 +1,359 @@
-//! (tests to be written)
+//! The command line: `--help`, usage errors (exit 2), start-up failures (exit 1 with one
+//! `error:` line on stderr and no panic), environment variables, the start-up line, and a
+//! clean exit 0 on SIGTERM and SIGINT that keeps the data.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{BIN, TestApp, fresh_dir, http, parse_startup_line, signal};
+
+const VARS: [&str; 6] = [
+    "RUNWARDEN_ADDR",
+    "RUNWARDEN_DB",
+    "RUNWARDEN_THREADS",
+    "RUNWARDEN_MAX_BODY_BYTES",
+    "RUNWARDEN_BUSY_TIMEOUT_MS",
+    "RUNWARDEN_WRITE_BATCH",
+];
+
+/// The binary with `args`, run in `dir` with no RUNWARDEN_* variables but `env`, and
+/// RUST_LOG=error.
+fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir(dir).env("RUST_LOG", "error");
+    for var in VARS {
+        cmd.env_remove(var);
+    }
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    cmd
+}
+
+/// Runs the binary to completion (at most 10 s; it is killed and the test fails after that).
+fn run_to_exit(args: &[&str]) -> Output {
+    let dir = fresh_dir("cli");
+    let child = command(&dir, args, &[])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start runwarden");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(output) => output.expect("collect the output"),
+        Err(_) => {
+            signal(pid, "KILL");
+            panic!("runwarden {args:?} did not exit within 10 s");
+        }
+    }
+}
+
+/// Asserts exit code 1 and exactly one stderr line, starting `error:`, without panic text;
+/// returns that line.
+#[track_caller]
+fn assert_one_error_line(output: &Output, case: &str) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{case}: exit code; stderr {stderr:?}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{case}: one stderr line; stderr {stderr:?}");
+    assert!(lines[0].starts_with("error:"), "{case}: {stderr:?}");
+    assert!(
+        !stderr.contains("panicked"),
+        "{case}: panic text: {stderr:?}"
+    );
+    lines[0].to_string()
+}
+
+/// A server started by a test with its own arguments and environment.
+struct Started {
+    child: Child,
+    line: String,
+    addr: SocketAddr,
+}
+
+impl Started {
+    fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Started {
+        let mut child = command(dir, args, env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start runwarden");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the start-up line");
+        let addr = parse_startup_line(&line)
+            .unwrap_or_else(|| panic!("no address in the start-up line {line:?}"));
+        Started { child, line, addr }
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn registration() -> serde_json::Value {
+    json!({"agent_id": "cli-agent", "timestamp": "2024-01-15T14:30:45.123Z",
+           "system_prompt": "You are a helpful assistant."})
+}
+
+#[test]
+fn help_exits_zero_and_names_the_command_and_every_flag() {
+    // Arrange
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--help"], &["serve", "Usage"]),
+        (&["help"], &["serve"]),
+        (
+            &["serve", "--help"],
+            &[
+                "--addr",
+                "--db",
+                "--threads",
+                "--max-body-bytes",
+                "--busy-timeout-ms",
+                "--write-batch",
+                "RUNWARDEN_ADDR",
+                "RUNWARDEN_MAX_BODY_BYTES",
+            ],
+        ),
+    ];
+
+    for (args, words) in cases {
+        // Act
+        let output = run_to_exit(args);
+
+        // Assert
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: exit code");
+        for word in *words {
+            assert!(stdout.contains(word), "{args:?} mentions {word}: {stdout}");
+        }
+    }
+}
+
+#[test]
+fn usage_errors_exit_with_code_2() {
+    // Arrange
+    let cases: &[(&[&str], &str)] = &[
+        (&["serve", "--no-such-flag"], "an unknown flag"),
+        (&["--bogus"], "an unknown top-level flag"),
+        (&["frobnicate"], "an unknown subcommand"),
+        (&[], "no subcommand"),
+        (
+            &["serve", "--addr", "not-an-address"],
+            "a malformed address",
+        ),
+        (&["serve", "--threads", "0"], "zero threads"),
+        (&["serve", "--max-body-bytes", "0"], "a zero body cap"),
+    ];
+
+    for (args, why) in cases {
+        // Act
+        let output = run_to_exit(args);
+
+        // Assert
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{why}: exit code; stderr {stderr}"
+        );
+        assert!(!stderr.trim().is_empty(), "{why}: says what is wrong");
+        assert!(!stderr.contains("panicked"), "{why}: {stderr}");
+    }
+}
+
+#[test]
+fn an_address_in_use_exits_1_with_one_error_line_naming_it() {
+    // Arrange
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let dir = fresh_dir("cli-addr");
+    let db = dir.join("rw.db");
+    let db = db.to_str().expect("a UTF-8 path");
+
+    // Act
+    let output = run_to_exit(&["serve", "--addr", &addr, "--db", db]);
+
+    // Assert
+    let line = assert_one_error_line(&output, "an address in use");
+    assert!(line.contains(&addr), "names {addr}: {line}");
+    drop(taken);
+}
+
+#[test]
+fn a_database_that_cannot_be_opened_exits_1_with_one_error_line() {
+    // Arrange
+    let a_directory = fresh_dir("cli-dir-db");
+    let a_directory = a_directory.to_str().expect("a UTF-8 path").to_string();
+    let cases = [
+        ("/nonexistent-dir/x.db", "a file in a missing directory"),
+        (a_directory.as_str(), "a directory"),
+    ];
+
+    for (db, why) in cases {
+        // Act
+        let output = run_to_exit(&["serve", "--addr", "127.0.0.1:0", "--db", db]);
+
+        // Assert
+        let line = assert_one_error_line(&output, why);
+        assert!(
+            line.contains("database"),
+            "{why}: says it is the database: {line}"
+        );
+    }
+}
+
+#[test]
+fn a_database_from_a_newer_runwarden_is_refused() {
+    // Arrange
+    let dir = fresh_dir("cli-newer");
+    let db = dir.join("rw.db");
+    rusqlite::Connection::open(&db)
+        .expect("create a database")
+        .execute_batch("PRAGMA user_version = 999")
+        .expect("set its version");
+    let db = db.to_str().expect("a UTF-8 path");
+
+    // Act
+    let output = run_to_exit(&["serve", "--addr", "127.0.0.1:0", "--db", db]);
+
+    // Assert
+    let line = assert_one_error_line(&output, "user_version 999");
+    assert!(line.contains("newer"), "says the database is newer: {line}");
+}
+
+#[test]
+fn runwarden_max_body_bytes_sets_the_body_cap() {
+    // Arrange
+    let dir = fresh_dir("cli-env-max");
+    let server = Started::spawn(
+        &dir,
+        &["serve", "--addr", "127.0.0.1:0", "--db", "rw.db"],
+        &[("RUNWARDEN_MAX_BODY_BYTES", "10")],
+    );
+    let body = registration().to_string();
+    let headers = vec![
+        ("Content-Type".to_string(), "application/json".to_string()),
+        ("Content-Length".to_string(), body.len().to_string()),
+    ];
+
+    // Act
+    let resp = http(
+        server.addr,
+        "POST",
+        "/v1/register-agent-run",
+        &headers,
+        body.as_bytes(),
+    );
+
+    // Assert
+    resp.assert_error(
+        413,
+        "PAYLOAD_TOO_LARGE",
+        None,
+        "a body over RUNWARDEN_MAX_BODY_BYTES",
+    );
+}
+
+#[test]
+fn runwarden_addr_and_runwarden_db_are_used_without_flags() {
+    // Arrange: a port that was free a moment ago, so that the default 8787 cannot pass.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind a port")
+        .local_addr()
+        .expect("its address")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let dir = fresh_dir("cli-env-addr");
+    let db = dir.join("from-env.db");
+    let db_str = db.to_str().expect("a UTF-8 path");
+
+    // Act
+    let server = Started::spawn(
+        &dir,
+        &["serve"],
+        &[("RUNWARDEN_ADDR", &addr), ("RUNWARDEN_DB", db_str)],
+    );
+    let health = http(server.addr, "GET", "/healthz", &[], b"");
+
+    // Assert
+    assert_eq!(server.addr.to_string(), addr, "line {:?}", server.line);
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert!(db.exists(), "the database is created at RUNWARDEN_DB");
+}
+
+#[test]
+fn the_start_up_line_names_the_address_and_the_database() {
+    // Arrange
+    let dir = fresh_dir("cli-line");
+    let db = dir.join("named.db");
+    let db_str = db.to_str().expect("a UTF-8 path");
+
+    // Act
+    let server = Started::spawn(
+        &dir,
+        &["serve", "--addr", "127.0.0.1:0", "--db", db_str],
+        &[],
+    );
+
+    // Assert
+    let canonical = std::fs::canonicalize(&db).expect("the database exists");
+    assert_eq!(server.addr.ip().to_string(), "127.0.0.1", "{}", server.line);
+    assert_ne!(server.addr.port(), 0, "the real port: {}", server.line);
+    assert!(
+        server.line.contains(&format!("http://{}", server.addr)),
+        "{}",
+        server.line
+    );
+    assert!(
+        server.line.contains(&canonical.display().to_string()),
+        "names {}: {}",
+        canonical.display(),
+        server.line
+    );
+}
+
+#[test]
+fn sigterm_and_sigint_stop_the_server_with_code_0_and_keep_its_data() {
+    for sig in ["TERM", "INT"] {
+        // Arrange
+        let mut app = TestApp::spawn();
+        let trace_id = app.new_run();
+
+        // Act
+        signal(app.pid(), sig);
+        let status = app.wait_exit(Duration::from_secs(10));
+
+        // Assert
+        assert_eq!(status.code(), Some(0), "SIG{sig}: exit status {status:?}");
+        let stored: i64 = app
+            .db()
+            .query_row(
+                "SELECT count(*) FROM runs WHERE trace_id = ?1",
+                [&trace_id],
+                |r| r.get(0),
+            )
+            .expect("query the runs");
+        assert_eq!(stored, 1, "SIG{sig}: the run is in the database afterwards");
+    }
+}

@@ -105,7 +105,10 @@ impl TestApp {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "the server did not exit in {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit in {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -135,7 +138,13 @@ impl TestApp {
     }
 
     /// Any request: method, path, headers, body (sent as given; add Content-Length yourself).
-    pub fn request(&self, method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> Resp {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Resp {
         http(self.addr, method, path, headers, body)
     }
 
@@ -247,7 +256,10 @@ impl Resp {
 
     /// The error envelope's `code`.
     pub fn code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or("").to_string()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 
     /// Asserts an error response: status, code and (when given) param; returns the error object.
@@ -270,7 +282,13 @@ impl Resp {
 }
 
 /// One HTTP/1.1 exchange on a new connection.
-pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> Resp {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Resp {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -293,7 +311,12 @@ pub fn parse_response(raw: &[u8]) -> Resp {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no complete response head in {:?}", String::from_utf8_lossy(raw)));
+        .unwrap_or_else(|| {
+            panic!(
+                "no complete response head in {:?}",
+                String::from_utf8_lossy(raw)
+            )
+        });
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or("");

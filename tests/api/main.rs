@@ -11,6 +11,7 @@ mod helpers;
 mod check;
 mod cli;
 mod concurrency;
+mod connections;
 mod durability;
 mod errors;
 mod event;
