@@ -300,6 +300,11 @@ fn writer_loop(conn: Connection, jobs: Receiver<Job>, batch_max: usize) {
     }
 }
 
+/// Runs one of the fixed transaction-control statements, prepared once per connection.
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// Applies `batch` in one transaction, each write in its own savepoint, and commits. Returns
 /// one result per job, valid only after the commit: if the commit fails, every job fails.
 fn commit_batch(conn: &Connection, batch: &[Job]) -> Vec<Result<u64, StoreError>> {
@@ -309,20 +314,24 @@ fn commit_batch(conn: &Connection, batch: &[Job]) -> Vec<Result<u64, StoreError>
             .map(|_| Err(StoreError::from(clone_error(e))))
             .collect()
     };
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    let abort = |e: &rusqlite::Error| {
+        if !conn.is_autocommit() {
+            let _ = control(conn, "ROLLBACK");
+        }
+        all_fail(e)
+    };
+    if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
         return all_fail(&e);
     }
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
-        if let Err(e) = conn.execute_batch("SAVEPOINT w") {
-            let _ = conn.execute_batch("ROLLBACK");
-            return all_fail(&e);
+        if let Err(e) = control(conn, "SAVEPOINT w") {
+            return abort(&e);
         }
         match apply(conn, &job.op) {
             Ok(seq) => {
-                if let Err(e) = conn.execute_batch("RELEASE w") {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    return all_fail(&e);
+                if let Err(e) = control(conn, "RELEASE w") {
+                    return abort(&e);
                 }
                 results.push(Ok(seq));
             }
@@ -332,20 +341,18 @@ fn commit_batch(conn: &Connection, batch: &[Job]) -> Vec<Result<u64, StoreError>
                     // disk or an I/O error): the writes before this one are gone too.
                     return all_fail(&e);
                 }
-                if let Err(e2) = conn.execute_batch("ROLLBACK TO w; RELEASE w") {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    return all_fail(&e2);
+                if let Err(e2) =
+                    control(conn, "ROLLBACK TO w").and_then(|()| control(conn, "RELEASE w"))
+                {
+                    return abort(&e2);
                 }
                 results.push(Err(StoreError::from(e)));
             }
         }
     }
-    match conn.execute_batch("COMMIT") {
+    match control(conn, "COMMIT") {
         Ok(()) => results,
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            all_fail(&e)
-        }
+        Err(e) => abort(&e),
     }
 }
 

@@ -1,16 +1,19 @@
 //! What survives a crash: everything acknowledged with a 200 before a SIGKILL is in the
 //! database after a restart on the same file, trace ids stay valid and reserved, the file
 //! passes `PRAGMA integrity_check`, and a conflict inside a group-committed batch fails alone.
+//! The crash-under-load test repeats kill-and-restart on one file `RUNWARDEN_CRASH_ROUNDS`
+//! times (3 by default; CI runs more).
 
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, fresh_dir, http, parse_response, user_event};
+use crate::helpers::{Resp, TestApp, fresh_dir, http, parse_response, user_event};
 
 fn registration(trace_id: &str, prompt: &str) -> Value {
     json!({"agent_id": "durable-agent", "timestamp": "2024-01-15T14:30:45.123Z",
@@ -24,6 +27,12 @@ fn new_trace_id() -> String {
 /// One POST that may fail at any point (the server may be killed mid-request): the status,
 /// or `None` when there is no complete response.
 fn try_post(addr: SocketAddr, path: &str, body: &Value) -> Option<u16> {
+    try_request(addr, path, body).map(|r| r.status)
+}
+
+/// One POST that may fail at any point: the whole response, or `None` when the connection
+/// fails or the response is incomplete (head or body cut short by a kill).
+fn try_request(addr: SocketAddr, path: &str, body: &Value) -> Option<Resp> {
     let body = body.to_string();
     let mut stream = TcpStream::connect(addr).ok()?;
     stream
@@ -38,10 +47,15 @@ fn try_post(addr: SocketAddr, path: &str, body: &Value) -> Option<u16> {
     stream.write_all(body.as_bytes()).ok()?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).ok()?;
-    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
-        return None;
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let resp = parse_response(&raw);
+    let announced = resp
+        .header("Content-Length")
+        .and_then(|v| v.parse::<usize>().ok());
+    match announced {
+        Some(len) if raw.len() - (head_end + 4) < len => None,
+        _ => Some(resp),
     }
-    Some(parse_response(&raw).status)
 }
 
 /// How many runs of `trace_ids` are in `app`'s database.
@@ -278,4 +292,279 @@ fn a_trace_id_conflict_inside_a_concurrent_batch_fails_alone() {
         "the taken run is untouched"
     );
     assert_eq!(integrity(&second), "ok", "PRAGMA integrity_check");
+}
+
+/// How many kill-and-restart rounds the crash-under-load test runs: `RUNWARDEN_CRASH_ROUNDS`,
+/// 3 when unset (CI sets more).
+fn crash_rounds() -> usize {
+    let Ok(value) = std::env::var("RUNWARDEN_CRASH_ROUNDS") else {
+        return 3;
+    };
+    let rounds: usize = value
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("RUNWARDEN_CRASH_ROUNDS={value:?} is not a count"));
+    assert!(rounds >= 1, "RUNWARDEN_CRASH_ROUNDS must be at least 1");
+    rounds
+}
+
+/// What the clients of one crash round share and collect.
+#[derive(Default)]
+struct RoundLoad {
+    /// Runs answered 200: their trace_ids.
+    runs: Mutex<Vec<String>>,
+    /// Events answered 200: (event_id, trace_id).
+    events: Mutex<Vec<(String, String)>>,
+    /// `runs.len()` without the lock, for the kill trigger.
+    run_acks: AtomicUsize,
+    /// `events.len()` without the lock, for the kill trigger.
+    event_acks: AtomicUsize,
+    /// Attempts without a complete response: cut by the kill, or refused after it.
+    unanswered: AtomicUsize,
+    /// Requests between their connect and the end of their response right now.
+    in_flight: AtomicUsize,
+    /// Answers that are neither a 200 nor missing (none are expected).
+    unexpected: Mutex<Vec<String>>,
+    /// Set just before the kill: a client stops at its first unanswered request.
+    stopping: AtomicBool,
+}
+
+impl RoundLoad {
+    /// Sends one write; the 200 body, or `None` (unanswered, or recorded as unexpected).
+    fn send(&self, addr: SocketAddr, path: &str, body: &Value) -> Option<Value> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let resp = try_request(addr, path, body);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let Some(resp) = resp else {
+            self.unanswered.fetch_add(1, Ordering::SeqCst);
+            return None;
+        };
+        match serde_json::from_slice::<Value>(&resp.body) {
+            Ok(v) if resp.status == 200 => Some(v),
+            _ => {
+                self.unexpected.lock().expect("lock").push(format!(
+                    "{path} answered {}: {}",
+                    resp.status,
+                    resp.text()
+                ));
+                None
+            }
+        }
+    }
+
+    /// One client: registers runs (client-chosen and server-chosen trace_ids alternately) and
+    /// logs events on acknowledged runs (its newest one, and one acknowledged in an earlier
+    /// round), until a request goes unanswered after `stopping` was set.
+    fn client(&self, addr: SocketAddr, client: usize, earlier: &[String]) {
+        const EVENTS_PER_RUN: usize = 3;
+        for n in 0usize.. {
+            let chosen = (n % 2 == 0).then(new_trace_id);
+            let body = match &chosen {
+                Some(id) => registration(id, "under load"),
+                None => json!({"agent_id": "durable-agent",
+                    "timestamp": "2024-01-15T14:30:45.123Z", "system_prompt": "under load"}),
+            };
+            let Some(answer) = self.send(addr, "/v1/register-agent-run", &body) else {
+                if self.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                continue;
+            };
+            let Some(trace_id) = answer["trace_id"].as_str().map(str::to_string) else {
+                self.unexpected.lock().expect("lock").push(format!(
+                    "a registration answered 200 without a trace_id: {answer}"
+                ));
+                continue;
+            };
+            if chosen.as_ref().is_some_and(|c| *c != trace_id) {
+                self.unexpected.lock().expect("lock").push(format!(
+                    "registering {chosen:?} answered the trace_id {trace_id}"
+                ));
+            }
+            self.runs.lock().expect("lock").push(trace_id.clone());
+            self.run_acks.fetch_add(1, Ordering::SeqCst);
+
+            for k in 0..EVENTS_PER_RUN {
+                let target = match earlier.len() {
+                    0 => &trace_id,
+                    len if k == 0 => &earlier[(client * 7919 + n * 31) % len],
+                    _ => &trace_id,
+                };
+                let Some(answer) = self.send(addr, "/v1/event", &user_event(target)) else {
+                    if self.stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    continue;
+                };
+                match answer["event_id"].as_str() {
+                    Some(event_id) => {
+                        self.events
+                            .lock()
+                            .expect("lock")
+                            .push((event_id.to_string(), target.clone()));
+                        self.event_acks.fetch_add(1, Ordering::SeqCst);
+                    }
+                    None => self.unexpected.lock().expect("lock").push(format!(
+                        "an event answered 200 without an event_id: {answer}"
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// Asserts that every acknowledged run and event is in `app`'s database (each event under its
+/// run) and that the file passes `PRAGMA integrity_check`.
+fn assert_acknowledged_present(
+    app: &TestApp,
+    round: &str,
+    runs: &[String],
+    events: &[(String, String)],
+) {
+    assert_eq!(
+        integrity(app),
+        "ok",
+        "{round}: PRAGMA integrity_check after the restart"
+    );
+    let conn = app.db();
+    let mut stmt = conn.prepare("SELECT trace_id FROM runs").expect("prepare");
+    let stored_runs: HashSet<String> = stmt
+        .query_map([], |r| r.get(0))
+        .expect("query the runs")
+        .collect::<Result<_, _>>()
+        .expect("read the runs");
+    for trace_id in runs {
+        assert!(
+            stored_runs.contains(trace_id),
+            "{round}: the acknowledged run {trace_id} is missing after the restart"
+        );
+    }
+    let mut stmt = conn
+        .prepare("SELECT event_id, trace_id FROM events")
+        .expect("prepare");
+    let stored_events: HashMap<String, String> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query the events")
+        .collect::<Result<_, _>>()
+        .expect("read the events");
+    for (event_id, trace_id) in events {
+        assert_eq!(
+            stored_events.get(event_id),
+            Some(trace_id),
+            "{round}: the acknowledged event {event_id} of run {trace_id} is missing \
+             (or under another run) after the restart"
+        );
+    }
+}
+
+#[test]
+fn every_run_and_event_acknowledged_under_load_survives_repeated_kills_on_one_file() {
+    // Arrange
+    const CLIENTS: usize = 8;
+    const RUNS_BEFORE_KILL: usize = 100;
+    const EVENTS_BEFORE_KILL: usize = 250;
+    let rounds = crash_rounds();
+    let started = Instant::now();
+    let dir = fresh_dir("durable-crash-rounds");
+    let mut app = TestApp::spawn_in(&dir, &[]);
+    let mut acked_runs: Vec<String> = Vec::new();
+    let mut acked_events: Vec<(String, String)> = Vec::new();
+    let mut unanswered_total = 0;
+
+    for round in 0..rounds {
+        // Act: load from every client; kill once enough writes were acknowledged in this
+        // round, while requests are in flight and the clients keep sending; restart.
+        let load = RoundLoad::default();
+        let addr = app.addr;
+        let in_flight_at_kill = std::thread::scope(|s| {
+            for client in 0..CLIENTS {
+                let (load, earlier) = (&load, &acked_runs);
+                s.spawn(move || load.client(addr, client, earlier));
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let reached = loop {
+                let in_flight = load.in_flight.load(Ordering::SeqCst);
+                if load.run_acks.load(Ordering::SeqCst) >= RUNS_BEFORE_KILL
+                    && load.event_acks.load(Ordering::SeqCst) >= EVENTS_BEFORE_KILL
+                    && in_flight > 0
+                {
+                    break Some(in_flight);
+                }
+                if Instant::now() >= deadline {
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            // Kill even on a timeout, or the clients would never stop.
+            load.stopping.store(true, Ordering::SeqCst);
+            app.kill();
+            reached
+        });
+        app = TestApp::spawn_in(&dir, &[]);
+        let round_runs = load.runs.into_inner().expect("lock");
+        let round_events = load.events.into_inner().expect("lock");
+        let unexpected = load.unexpected.into_inner().expect("lock");
+        let unanswered = load.unanswered.into_inner();
+        eprintln!(
+            "crash round {round}: {} runs and {} events acknowledged, {unanswered} attempts \
+             unacknowledged ({} in flight at the kill)",
+            round_runs.len(),
+            round_events.len(),
+            in_flight_at_kill.unwrap_or(0)
+        );
+        let round_event_count = round_events.len();
+        acked_runs.extend(round_runs.iter().cloned());
+        acked_events.extend(round_events);
+        unanswered_total += unanswered;
+
+        // Assert
+        assert!(
+            unexpected.is_empty(),
+            "round {round}: answers other than 200 before the kill: {unexpected:?}"
+        );
+        assert!(
+            in_flight_at_kill.is_some(),
+            "round {round}: the clients got {} runs and {} events acknowledged in 20 s \
+             (wanted {RUNS_BEFORE_KILL} and {EVENTS_BEFORE_KILL})",
+            round_runs.len(),
+            round_event_count
+        );
+        assert_acknowledged_present(&app, &format!("round {round}"), &acked_runs, &acked_events);
+        for trace_id in &round_runs {
+            let event = app.event(&user_event(trace_id));
+            assert_eq!(
+                event.status,
+                200,
+                "round {round}: the acknowledged run {trace_id} takes an event after the \
+                 restart: {}",
+                event.text()
+            );
+            let event_id = event.json()["event_id"]
+                .as_str()
+                .expect("an event_id")
+                .to_string();
+            acked_events.push((event_id, trace_id.clone()));
+            app.register(&registration(trace_id, "reused after a crash"))
+                .assert_error(
+                    409,
+                    "TRACE_ID_CONFLICT",
+                    Some("trace_id"),
+                    &format!("round {round}: reusing the acknowledged trace_id {trace_id}"),
+                );
+        }
+    }
+
+    // Act: one more kill, so that the events logged after the last restart are covered too.
+    app.kill();
+    let last = TestApp::spawn_in(&dir, &[]);
+
+    // Assert
+    assert_acknowledged_present(&last, "after the last round", &acked_runs, &acked_events);
+    eprintln!(
+        "crash rounds: {rounds} rounds in {:.1?}: {} runs and {} events acknowledged and \
+         present, {unanswered_total} attempts unacknowledged",
+        started.elapsed(),
+        acked_runs.len(),
+        acked_events.len()
+    );
 }

@@ -1,0 +1,608 @@
+//! The throughput benchmark (issue 3): one run measures the HTTP ceiling of this stack and
+//! runwarden's endpoints under the same closed-loop, keep-alive load generator, and prints a
+//! table with each throughput as a ratio of the ceiling measured in that same run.
+//!
+//! ```sh
+//! cargo bench --bench throughput                      # defaults: 16 connections, 5 s each
+//! cargo bench --bench throughput -- --connections 16 --duration 10 --only register
+//! ```
+//!
+//! Every server runs as its own process, as in production: the ceiling is this binary
+//! re-executed with `--ceiling-server` (tiny_http answering fixed bytes from one worker
+//! thread), the rest is the release `runwarden` binary on a fresh database. The load generator
+//! runs `--connections` client threads in this process; each holds one keep-alive connection
+//! and sends its next request as soon as the previous answer has arrived.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// Settings from the command line.
+struct Options {
+    /// Client threads, one keep-alive connection each.
+    connections: usize,
+    /// Measured seconds per scenario (after a warm-up of a fifth of it, at least 1 s).
+    duration: Duration,
+    /// Run only scenarios whose name contains this.
+    only: Option<String>,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        connections: 16,
+        duration: Duration::from_secs(5),
+        only: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--connections" => {
+                o.connections = args.next().and_then(|v| v.parse().ok()).unwrap_or(16)
+            }
+            "--duration" => {
+                o.duration =
+                    Duration::from_secs_f64(args.next().and_then(|v| v.parse().ok()).unwrap_or(5.0))
+            }
+            "--only" => o.only = args.next(),
+            _ => {} // `cargo bench` passes `--bench`
+        }
+    }
+    o
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--ceiling-server") {
+        ceiling_server();
+        return;
+    }
+    let o = options();
+    println!(
+        "runwarden throughput benchmark: {} connections, {:.0} s per scenario, {} cores",
+        o.connections,
+        o.duration.as_secs_f64(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    for scenario in SCENARIOS {
+        if o.only
+            .as_deref()
+            .is_some_and(|f| !scenario.name.contains(f))
+            && scenario.name != CEILING
+        {
+            continue;
+        }
+        eprintln!("running: {}", scenario.name);
+        rows.push(run_scenario(scenario, &o));
+    }
+    print_table(&rows);
+}
+
+const CEILING: &str = "http ceiling (tiny_http, fixed bytes, 1 thread)";
+
+/// One line of the benchmark.
+struct Scenario {
+    name: &'static str,
+    /// Extra `serve` flags; `None` = the ceiling server.
+    server: Option<&'static [&'static str]>,
+    /// Events logged in each connection's run before measuring (check scenarios).
+    history: usize,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Ceiling,
+    Register,
+    EventSmall,
+    EventLarge,
+    Check,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: CEILING,
+        server: None,
+        history: 0,
+        kind: Kind::Ceiling,
+    },
+    Scenario {
+        name: "register-agent-run (group commit)",
+        server: Some(&[]),
+        history: 0,
+        kind: Kind::Register,
+    },
+    Scenario {
+        name: "register-agent-run (1 write per transaction)",
+        server: Some(&["--write-batch", "1"]),
+        history: 0,
+        kind: Kind::Register,
+    },
+    Scenario {
+        name: "event, small schema",
+        server: Some(&[]),
+        history: 0,
+        kind: Kind::EventSmall,
+    },
+    Scenario {
+        name: "event, 10 KB content, nested schema",
+        server: Some(&[]),
+        history: 0,
+        kind: Kind::EventLarge,
+    },
+    Scenario {
+        name: "check, run of 10 events",
+        server: Some(&[]),
+        history: 10,
+        kind: Kind::Check,
+    },
+    Scenario {
+        name: "check, run of 10,000 events",
+        server: Some(&[]),
+        history: 10_000,
+        kind: Kind::Check,
+    },
+];
+
+/// What one scenario measured.
+struct Row {
+    name: &'static str,
+    requests: u64,
+    seconds: f64,
+    warmup_seconds: f64,
+    latencies_us: Vec<u32>,
+    errors: u64,
+    unanswered: usize,
+    peak_rss_kib: Option<u64>,
+    /// Server CPU time over warm-up and measurement, in 1/100 s.
+    cpu_ticks_used: Option<u64>,
+}
+
+impl Row {
+    fn throughput(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let idx = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(self.latencies_us[idx]) / 1000.0
+    }
+}
+
+/// A server process under test.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    _dir: Option<TempDir>,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn start_server(flags: Option<&[&str]>) -> ServerProcess {
+    let (mut cmd, dir) = match flags {
+        None => {
+            let mut cmd = Command::new(std::env::current_exe().expect("own path"));
+            cmd.arg("--ceiling-server");
+            (cmd, None)
+        }
+        Some(flags) => {
+            let dir =
+                std::env::temp_dir().join(format!("rw-bench-{}-{}", std::process::id(), unique()));
+            std::fs::create_dir_all(&dir).expect("bench dir");
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_runwarden"));
+            cmd.args(["serve", "--addr", "127.0.0.1:0", "--db"])
+                .arg(dir.join("rw.db"))
+                .args(flags)
+                .env("RUST_LOG", "warn");
+            (cmd, Some(TempDir(dir)))
+        }
+    };
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("start-up line");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    ServerProcess {
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+/// The ceiling: tiny_http answering a fixed JSON body to every request, one worker thread,
+/// with the same nudger runwarden uses so that no connection is stranded.
+fn ceiling_server() {
+    let server = tiny_http::Server::http("127.0.0.1:0").expect("bind");
+    let addr = server.server_addr().to_ip().expect("ip");
+    let _nudger = runwarden::nudge::Nudger::start(addr).expect("nudger");
+    println!("ceiling listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+    let body: &[u8] = br#"{"trace_id":"f4f4f4f4-f4f4-f4f4-f4f4-f4f4f4f4f4f4","timestamp":"2024-01-15T14:30:45Z"}"#;
+    let header = tiny_http::Header::from_bytes("Content-Type", "application/json").expect("header");
+    while let Ok(mut req) = server.recv() {
+        let mut sink = Vec::new();
+        let _ = req.as_reader().read_to_end(&mut sink);
+        let _ = req.respond(tiny_http::Response::from_data(body).with_header(header.clone()));
+    }
+}
+
+fn register_body() -> Value {
+    json!({"agent_id": "cs-agent-prod-v1", "timestamp": "2024-01-15T14:30:45.123Z",
+           "system_prompt": "You are a helpful customer service assistant. You should be polite and professional. Never share customer personal information."})
+}
+
+fn small_event(trace_id: &str) -> Value {
+    json!({"event_type": "user", "trace_id": trace_id, "timestamp": 1678886405.123,
+           "content": "{\"message\":\"Book a flight to Paris\"}",
+           "schema": "{\"type\":\"object\",\"properties\":{\"message\":{\"type\":\"string\"}},\"required\":[\"message\"]}"})
+}
+
+fn large_event(trace_id: &str) -> Value {
+    let items: Vec<Value> = (0..40)
+        .map(|i| {
+            json!({"id": i, "name": format!("item-{i:04}"), "tags": ["a", "b", "c"],
+                        "price": {"amount": 12.5 + f64::from(i), "currency": "EUR"},
+                        "note": "x".repeat(150)})
+        })
+        .collect();
+    let content = json!({"order": {"id": "ord-1234", "customer": {"email": "user@example.com", "name": "Ada"},
+                                   "items": items}});
+    let schema = json!({"type": "object", "required": ["order"], "properties": {"order": {
+        "type": "object", "required": ["id", "customer", "items"], "properties": {
+            "id": {"type": "string"},
+            "customer": {"type": "object", "required": ["email"], "properties": {
+                "email": {"type": "string"}, "name": {"type": "string"}}},
+            "items": {"type": "array", "items": {"type": "object", "required": ["id", "name", "price"],
+                "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
+                               "tags": {"type": "array", "items": {"type": "string"}},
+                               "price": {"type": "object", "required": ["amount", "currency"], "properties": {
+                                   "amount": {"type": "number"}, "currency": {"type": "string", "enum": ["EUR", "USD"]}}},
+                               "note": {"type": "string"}}}}}}}});
+    json!({"event_type": "tool", "trace_id": trace_id, "timestamp": 1678886405.5,
+           "content": content.to_string(), "schema": schema.to_string()})
+}
+
+fn check_body(trace_id: &str) -> Value {
+    json!({"event_type": "action_check", "trace_id": trace_id, "timestamp": 1678886415.0,
+           "content": "{\"amount\":500,\"recipient\":\"user@example.com\"}",
+           "schema": "{\"type\":\"function\",\"name\":\"transfer_funds\",\"parameters\":{\"type\":\"object\",\"properties\":{\"amount\":{\"type\":\"number\"},\"recipient\":{\"type\":\"string\"}},\"required\":[\"amount\",\"recipient\"]}}"})
+}
+
+fn request_bytes(path: &str, body: &Value) -> Vec<u8> {
+    let body = body.to_string();
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// One connection's client: sends `request` in a closed loop until `stop`.
+struct ClientResult {
+    latencies_us: Vec<u32>,
+    requests: u64,
+    errors: u64,
+    answered: bool,
+}
+
+fn client(
+    addr: SocketAddr,
+    request: Vec<u8>,
+    measure_from: Instant,
+    stop: Arc<AtomicBool>,
+) -> ClientResult {
+    let mut r = ClientResult {
+        latencies_us: Vec::with_capacity(1 << 16),
+        requests: 0,
+        errors: 0,
+        answered: false,
+    };
+    let mut conn: Option<BufReader<TcpStream>> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let reader = match conn.as_mut() {
+            Some(c) => c,
+            None => match TcpStream::connect(addr) {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                    conn.insert(BufReader::with_capacity(64 * 1024, s))
+                }
+                Err(_) => {
+                    r.errors += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            },
+        };
+        let sent = Instant::now();
+        let outcome = reader
+            .get_mut()
+            .write_all(&request)
+            .and_then(|()| read_status(reader));
+        let took = sent.elapsed();
+        let counted = sent >= measure_from;
+        match outcome {
+            Ok(status) => {
+                r.answered = true;
+                if counted {
+                    r.requests += 1;
+                    r.latencies_us
+                        .push(took.as_micros().min(u128::from(u32::MAX)) as u32);
+                    if status != 200 {
+                        r.errors += 1;
+                    }
+                }
+            }
+            Err(_) => {
+                if counted {
+                    r.errors += 1;
+                }
+                conn = None;
+            }
+        }
+    }
+    r
+}
+
+/// Reads one response; returns its status.
+fn read_status(reader: &mut BufReader<TcpStream>) -> std::io::Result<u16> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = l.split_once(':')
+            && n.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut left = length;
+    while left > 0 {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let n = buf.len().min(left);
+        reader.consume(n);
+        left -= n;
+    }
+    Ok(status)
+}
+
+/// Sends one request on a fresh connection and returns the JSON answer (setup only).
+fn setup_post(addr: SocketAddr, path: &str, body: &Value) -> Value {
+    let mut s = BufReader::new(TcpStream::connect(addr).expect("connect"));
+    s.get_mut()
+        .write_all(&request_bytes(path, body))
+        .expect("send");
+    let mut head = String::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        s.read_line(&mut line).expect("read");
+        if line.trim_end().is_empty() {
+            break;
+        }
+        if let Some((n, v)) = line.split_once(':')
+            && n.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        head.push_str(&line);
+    }
+    let mut body = vec![0; length];
+    s.read_exact(&mut body).expect("body");
+    serde_json::from_slice(&body)
+        .unwrap_or_else(|_| panic!("setup {path}: {head} {}", String::from_utf8_lossy(&body)))
+}
+
+/// Logs `n` small events into `trace_id` over `parallel` keep-alive connections (setup only).
+fn fill_history(addr: SocketAddr, trace_id: &str, n: usize, parallel: usize) {
+    let req = request_bytes("/v1/event", &small_event(trace_id));
+    let fillers: Vec<_> = (0..parallel)
+        .map(|i| {
+            let req = req.clone();
+            let count = n / parallel + usize::from(i < n % parallel);
+            std::thread::spawn(move || {
+                let mut s = BufReader::new(TcpStream::connect(addr).expect("connect"));
+                for _ in 0..count {
+                    s.get_mut().write_all(&req).expect("send");
+                    assert_eq!(read_status(&mut s).expect("answer"), 200, "history event");
+                }
+            })
+        })
+        .collect();
+    for f in fillers {
+        f.join().expect("filler");
+    }
+}
+
+/// User plus system CPU time of a process, in clock ticks (1/100 s on Linux).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn run_scenario(scenario: &Scenario, o: &Options) -> Row {
+    let server = start_server(scenario.server);
+    let addr = server.addr;
+    // One request per connection, built after any setup it needs. Check scenarios share one
+    // run whose history is filled first.
+    let check_run = matches!(scenario.kind, Kind::Check).then(|| {
+        let run = setup_post(addr, "/v1/register-agent-run", &register_body());
+        let trace_id = run["trace_id"].as_str().expect("trace_id").to_string();
+        fill_history(addr, &trace_id, scenario.history, o.connections);
+        trace_id
+    });
+    let requests: Vec<Vec<u8>> = (0..o.connections)
+        .map(|_| match (scenario.kind, &check_run) {
+            (Kind::Check, Some(trace_id)) => request_bytes("/v1/check", &check_body(trace_id)),
+            (Kind::EventSmall | Kind::EventLarge, _) => {
+                let run = setup_post(addr, "/v1/register-agent-run", &register_body());
+                let trace_id = run["trace_id"].as_str().expect("trace_id");
+                if let Kind::EventSmall = scenario.kind {
+                    request_bytes("/v1/event", &small_event(trace_id))
+                } else {
+                    request_bytes("/v1/event", &large_event(trace_id))
+                }
+            }
+            _ => request_bytes("/v1/register-agent-run", &register_body()),
+        })
+        .collect();
+    let cpu_before = cpu_ticks(server.child.id());
+    let warmup = (o.duration / 5).max(Duration::from_secs(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let clients: Vec<_> = requests
+        .into_iter()
+        .map(|req| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || client(addr, req, measure_from, stop))
+        })
+        .collect();
+    std::thread::sleep(warmup + o.duration);
+    stop.store(true, Ordering::Relaxed);
+    let measured = measure_from.elapsed().as_secs_f64();
+    let results: Vec<ClientResult> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client"))
+        .collect();
+    let peak_rss_kib = peak_rss(server.child.id());
+    let cpu_ticks_used = cpu_ticks(server.child.id())
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let mut latencies_us: Vec<u32> = results
+        .iter()
+        .flat_map(|r| r.latencies_us.iter().copied())
+        .collect();
+    latencies_us.sort_unstable();
+    Row {
+        name: scenario.name,
+        requests: results.iter().map(|r| r.requests).sum(),
+        seconds: measured,
+        warmup_seconds: warmup.as_secs_f64(),
+        latencies_us,
+        errors: results.iter().map(|r| r.errors).sum(),
+        unanswered: results.iter().filter(|r| !r.answered).count(),
+        peak_rss_kib,
+        cpu_ticks_used,
+    }
+}
+
+/// The server's peak resident set (VmHWM), from /proc.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn print_table(rows: &[Row]) {
+    let ceiling = rows.iter().find(|r| r.name == CEILING).map(Row::throughput);
+    println!();
+    println!(
+        "| scenario | req/s | of ceiling | p50 ms | p99 ms | p99.9 ms | errors | unanswered conns | server peak RSS | server CPU |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let ratio = ceiling.map_or("-".to_string(), |c| format!("{:.2}", r.throughput() / c));
+        let rss = r
+            .peak_rss_kib
+            .map_or("-".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        let cpu = r.cpu_ticks_used.map_or("-".to_string(), |t| {
+            format!("{:.0}%", t as f64 / (r.seconds + r.warmup_seconds))
+        });
+        println!(
+            "| {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
+            r.name,
+            r.throughput(),
+            ratio,
+            r.percentile_ms(0.50),
+            r.percentile_ms(0.99),
+            r.percentile_ms(0.999),
+            r.errors,
+            r.unanswered,
+            rss,
+            cpu
+        );
+    }
+    let find = |name: &str| rows.iter().find(|r| r.name == name);
+    println!();
+    if let (Some(g), Some(one)) = (
+        find("register-agent-run (group commit)"),
+        find("register-agent-run (1 write per transaction)"),
+    ) {
+        println!(
+            "register-agent-run: group commit / one transaction per write = {:.1}x",
+            g.throughput() / one.throughput()
+        );
+    }
+    if let (Some(small), Some(big)) = (
+        find("check, run of 10 events"),
+        find("check, run of 10,000 events"),
+    ) {
+        println!(
+            "check p99: run of 10,000 events / run of 10 events = {:.2}",
+            big.percentile_ms(0.99) / small.percentile_ms(0.99)
+        );
+    }
+}
