@@ -161,6 +161,8 @@ struct Row {
     peak_rss_kib: Option<u64>,
     /// Server CPU time over warm-up and measurement, in 1/100 s.
     cpu_ticks_used: Option<u64>,
+    /// The load generator's CPU time over the same period, in 1/100 s.
+    client_ticks: Option<u64>,
 }
 
 impl Row {
@@ -506,6 +508,7 @@ fn run_scenario(scenario: &Scenario, o: &Options) -> Row {
         })
         .collect();
     let cpu_before = cpu_ticks(server.child.id());
+    let client_cpu_before = cpu_ticks(std::process::id());
     let warmup = (o.duration / 5).max(Duration::from_secs(1));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
@@ -525,6 +528,9 @@ fn run_scenario(scenario: &Scenario, o: &Options) -> Row {
         .map(|c| c.join().expect("client"))
         .collect();
     let peak_rss_kib = peak_rss(server.child.id());
+    let client_ticks = cpu_ticks(std::process::id())
+        .zip(client_cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     let cpu_ticks_used = cpu_ticks(server.child.id())
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
@@ -543,6 +549,7 @@ fn run_scenario(scenario: &Scenario, o: &Options) -> Row {
         unanswered: results.iter().filter(|r| !r.answered).count(),
         peak_rss_kib,
         cpu_ticks_used,
+        client_ticks,
     }
 }
 
@@ -560,9 +567,9 @@ fn print_table(rows: &[Row]) {
     let ceiling = rows.iter().find(|r| r.name == CEILING).map(Row::throughput);
     println!();
     println!(
-        "| scenario | req/s | of ceiling | p50 ms | p99 ms | p99.9 ms | errors | unanswered conns | server peak RSS | server CPU |"
+        "| scenario | req/s | of ceiling | p50 ms | p99 ms | p99.9 ms | errors | unanswered conns | server peak RSS | server CPU | client CPU |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let ratio = ceiling.map_or("-".to_string(), |c| format!("{:.2}", r.throughput() / c));
         let rss = r
@@ -571,8 +578,11 @@ fn print_table(rows: &[Row]) {
         let cpu = r.cpu_ticks_used.map_or("-".to_string(), |t| {
             format!("{:.0}%", t as f64 / (r.seconds + r.warmup_seconds))
         });
+        let client_cpu = r.client_ticks.map_or("-".to_string(), |t| {
+            format!("{:.0}%", t as f64 / (r.seconds + r.warmup_seconds))
+        });
         println!(
-            "| {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
+            "| {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
             r.name,
             r.throughput(),
             ratio,
@@ -582,7 +592,8 @@ fn print_table(rows: &[Row]) {
             r.errors,
             r.unanswered,
             rss,
-            cpu
+            cpu,
+            client_cpu
         );
     }
     let find = |name: &str| rows.iter().find(|r| r.name == name);

@@ -37,6 +37,8 @@ struct Shared {
     stop: AtomicBool,
     /// Set by workers when a request arrives, cleared by the nudger.
     activity: AtomicBool,
+    /// True while the nudger sleeps for [`SLOW`]; the first request then wakes it.
+    idle: AtomicBool,
 }
 
 /// The running nudger thread.
@@ -53,11 +55,15 @@ pub struct Activity {
 }
 
 impl Activity {
-    /// Called by a worker for every request; wakes the nudger when it was idle. Costs one
-    /// relaxed load per request, and an unpark at most once per nudge.
+    /// Called by a worker for every request; wakes the nudger only when it was idle. Costs
+    /// two relaxed loads per request on a busy server.
     pub fn request_seen(&self) {
         if !self.shared.activity.load(Ordering::Relaxed) {
             self.shared.activity.store(true, Ordering::Relaxed);
+        }
+        if self.shared.idle.load(Ordering::Relaxed)
+            && self.shared.idle.swap(false, Ordering::AcqRel)
+        {
             self.thread.unpark();
         }
     }
@@ -79,6 +85,7 @@ impl Nudger {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             activity: AtomicBool::new(false),
+            idle: AtomicBool::new(false),
         });
         let inner = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -107,7 +114,13 @@ fn nudge_loop(target: SocketAddr, shared: &Shared) {
     let mut last_active: Option<Instant> = None;
     loop {
         let fast = last_active.is_some_and(|t| t.elapsed() < ACTIVE_WINDOW);
-        std::thread::park_timeout(if fast { FAST } else { SLOW });
+        if fast {
+            std::thread::park_timeout(FAST);
+        } else {
+            shared.idle.store(true, Ordering::Release);
+            std::thread::park_timeout(SLOW);
+            shared.idle.store(false, Ordering::Release);
+        }
         if shared.stop.load(Ordering::SeqCst) {
             return;
         }

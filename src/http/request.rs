@@ -1,6 +1,8 @@
 //! Reading a request: its id, its Content-Type, and its body with a hard cap.
 
 use std::io::Read;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tiny_http::Request;
 
@@ -22,8 +24,20 @@ pub fn header<'r>(req: &'r Request, name: &str) -> Option<&'r str> {
 pub fn request_id(req: &Request) -> String {
     match header(req, "x-request-id") {
         Some(id) if is_sane_request_id(id) => id.to_string(),
-        _ => uuid::Uuid::new_v4().simple().to_string(),
+        _ => new_request_id(),
     }
+}
+
+/// A new request id: 16 hex digits drawn once per process from the OS random source, then a
+/// counter. Unique within the process and practically unique across restarts, and far
+/// cheaper than a random UUID per request (no system call). Request ids only correlate log
+/// lines; nothing relies on them being unguessable.
+fn new_request_id() -> String {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:016x}{n:016x}")
 }
 
 fn is_sane_request_id(id: &str) -> bool {
@@ -85,6 +99,14 @@ mod tests {
         ] {
             assert!(!is_json_content_type(ct), "{ct}");
         }
+    }
+
+    #[test]
+    fn generated_request_ids_are_distinct_and_sane() {
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        assert!(is_sane_request_id(&a), "{a}");
+        assert_eq!(a.len(), 32);
     }
 
     #[test]

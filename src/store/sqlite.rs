@@ -72,8 +72,22 @@ pub struct SqliteStore {
     busy_timeout: Duration,
     writer: Option<Sender<Job>>,
     writer_thread: Option<JoinHandle<()>>,
+    checkpointer: Option<Checkpointer>,
     readers: Mutex<Vec<Connection>>,
 }
+
+/// The background checkpointer: its stop signal and its thread.
+struct Checkpointer {
+    stop: SyncSender<()>,
+    thread: JoinHandle<()>,
+}
+
+/// How often the checkpointer copies the WAL back into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// WAL pages after which the writer checkpoints by itself: a backstop in case the
+/// checkpointer falls behind (SQLite's default is 1000).
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 20_000;
 
 /// Readers kept open for reuse; more may exist briefly under load.
 const MAX_IDLE_READERS: usize = 16;
@@ -95,6 +109,14 @@ impl SqliteStore {
             ));
         }
         migrate(&conn).map_err(|e| format!("database {}: {e}", path.display()))?;
+        // Checkpoints copy the WAL into the database file and fsync it, which takes
+        // milliseconds; done by the writer (SQLite's default, every 1000 pages) they stall
+        // every write queued behind it. A checkpointer thread does them instead, beside the
+        // writer (a PASSIVE checkpoint never blocks it).
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
+            .map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
+        let checkpointer = start_checkpointer(path, options.busy_timeout)
+            .map_err(|e| format!("cannot start the checkpointer for {}: {e}", path.display()))?;
 
         let (tx, rx) = mpsc::channel();
         let batch_max = options.batch_max.max(1);
@@ -107,6 +129,7 @@ impl SqliteStore {
             busy_timeout: options.busy_timeout,
             writer: Some(tx),
             writer_thread: Some(writer_thread),
+            checkpointer: Some(checkpointer),
             readers: Mutex::new(Vec::new()),
         })
     }
@@ -142,6 +165,16 @@ impl SqliteStore {
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
+        // The writer's connection must close last: the last connection to close checkpoints
+        // the WAL into the database file and removes it, so a cleanly stopped database is one
+        // file. Readers and the checkpointer go first.
+        if let Ok(mut readers) = self.readers.lock() {
+            readers.clear();
+        }
+        if let Some(c) = self.checkpointer.take() {
+            let _ = c.stop.send(());
+            let _ = c.thread.join();
+        }
         // Closing the channel ends the writer loop once the queued writes are done.
         self.writer.take();
         if let Some(t) = self.writer_thread.take()
@@ -180,6 +213,25 @@ impl Store for SqliteStore {
     fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())))
     }
+}
+
+/// Starts the thread that checkpoints the WAL every [`CHECKPOINT_INTERVAL`] on a connection
+/// of its own, until told to stop.
+fn start_checkpointer(path: &Path, busy_timeout: Duration) -> std::io::Result<Checkpointer> {
+    let conn = open_connection(path, busy_timeout, false).map_err(std::io::Error::other)?;
+    let (stop, stopped) = mpsc::sync_channel::<()>(1);
+    let thread = std::thread::Builder::new()
+        .name("rw-checkpoint".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(CHECKPOINT_INTERVAL)
+            {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    log::warn!("WAL checkpoint failed (will retry): {e}");
+                }
+            }
+        })?;
+    Ok(Checkpointer { stop, thread })
 }
 
 /// Opens one connection with the settings every connection needs.
@@ -284,6 +336,7 @@ impl From<rusqlite::Error> for StoreError {
 
 /// The writer thread: group commit until the channel closes.
 fn writer_loop(conn: Connection, jobs: Receiver<Job>, batch_max: usize) {
+    let (mut writes, mut transactions) = (0u64, 0u64);
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < batch_max {
@@ -293,10 +346,18 @@ fn writer_loop(conn: Connection, jobs: Receiver<Job>, batch_max: usize) {
             }
         }
         let results = commit_batch(&conn, &batch);
+        writes += batch.len() as u64;
+        transactions += 1;
         for (job, result) in batch.into_iter().zip(results) {
             // The requester may have gone (its thread panicked); nothing to do then.
             let _ = job.reply.send(result);
         }
+    }
+    if transactions > 0 {
+        log::info!(
+            "database writer: {writes} writes in {transactions} transactions ({:.1} per commit)",
+            writes as f64 / transactions as f64
+        );
     }
 }
 
