@@ -24,7 +24,7 @@ CREATE TABLE runs (
     last_seq      INTEGER NOT NULL DEFAULT 0 CHECK (last_seq >= 0)
 ) STRICT;
 
-CREATE INDEX runs_by_received_at ON runs (received_at);
+-- Runs are listed newest first by rowid (insertion order), so no index on received_at.
 
 -- One row per logged step. `seq` is the arrival order within the run, shared with checks so
 -- that the run's history has one total order.

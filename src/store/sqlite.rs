@@ -82,6 +82,10 @@ struct Checkpointer {
     thread: JoinHandle<()>,
 }
 
+/// The writer's page cache, in KiB as SQLite's negative `cache_size` takes it: large enough
+/// that the index pages random ids land in stay in memory (SQLite's default is 2 MiB).
+const WRITER_CACHE_KIB: i64 = -16 * 1024;
+
 /// How often the checkpointer copies the WAL back into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -114,6 +118,7 @@ impl SqliteStore {
         // every write queued behind it. A checkpointer thread does them instead, beside the
         // writer (a PASSIVE checkpoint never blocks it).
         conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
+            .and_then(|()| conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB))
             .map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
         let checkpointer = start_checkpointer(path, options.busy_timeout)
             .map_err(|e| format!("cannot start the checkpointer for {}: {e}", path.display()))?;
