@@ -7,7 +7,8 @@
 //! cargo bench --bench throughput -- --connections 16 --duration 10 --only register
 //! ```
 //!
-//! Every server runs as its own process, as in production: the ceiling is this binary
+//! Every server runs as its own process with its default settings (access log at info level
+//! included, written to /dev/null), as in production: the ceiling is this binary
 //! re-executed with `--ceiling-server` (tiny_http answering fixed bytes from one worker
 //! thread), the rest is the release `runwarden` binary on a fresh database. The load generator
 //! runs `--connections` client threads in this process; each holds one keep-alive connection
@@ -215,15 +216,16 @@ fn start_server(flags: Option<&[&str]>) -> ServerProcess {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_runwarden"));
             cmd.args(["serve", "--addr", "127.0.0.1:0", "--db"])
                 .arg(dir.join("rw.db"))
-                .args(flags)
-                .env("RUST_LOG", "warn");
+                .args(flags);
             (cmd, Some(TempDir(dir)))
         }
     };
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        // The server logs as configured by default (one access line per request at info);
+        // the lines go nowhere, as they would to a log file.
+        .stderr(Stdio::null())
         .spawn()
         .expect("start the server");
     let mut line = String::new();
