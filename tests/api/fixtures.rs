@@ -180,3 +180,46 @@ fn the_fixtures_replay_in_session_order_against_a_fresh_server() {
         ]
     );
 }
+
+/// The JSON bodies written inline in the README (`-d '{…}'`), in order.
+fn readme_inline_bodies() -> Vec<Value> {
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .expect("read README.md");
+    readme
+        .split("-d '")
+        .skip(1)
+        .filter(|rest| rest.starts_with('{'))
+        .map(|rest| {
+            let body = rest.split("}'").next().expect("closing quote");
+            // The README writes a single quote inside a shell string as '\''.
+            let body = format!("{body}}}").replace("'\\''", "'");
+            serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("README body is not JSON ({e}): {body}"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_inline_examples_are_the_fixture_files() {
+    // Arrange
+    let files = load_all();
+    let expected = ["register.json", "event-user.json"];
+
+    // Act
+    let inline = readme_inline_bodies();
+
+    // Assert
+    assert_eq!(
+        inline.len(),
+        expected.len(),
+        "inline -d '{{…}}' bodies in the README"
+    );
+    for (body, name) in inline.iter().zip(expected) {
+        let file = json_of(name, &files[name]);
+        assert_eq!(
+            body, &file,
+            "the README's inline body differs from fixtures/requests/{name}"
+        );
+    }
+}
