@@ -13,6 +13,8 @@
 -- concurrency: the application never checks first.
 CREATE TABLE runs (
     trace_id      TEXT    NOT NULL PRIMARY KEY CHECK (length(trace_id) = 36),
+    -- the project of the API key that registered it ('default' in open mode)
+    project       TEXT    NOT NULL CHECK (length(project) BETWEEN 1 AND 64),
     agent_id      TEXT    NOT NULL CHECK (length(agent_id) BETWEEN 1 AND 256),
     -- when the run started, exactly as the client sent it (validated RFC 3339 with a zone)
     started_at    TEXT    NOT NULL,
@@ -65,4 +67,34 @@ CREATE TABLE checks (
     -- the findings as a JSON array of {rule, severity, message, evidence}
     findings       TEXT    NOT NULL CHECK (json_valid(findings)),
     UNIQUE (trace_id, seq)
+) STRICT;
+
+-- API keys. Only a SHA-256 of each key is stored; requests are matched by that hash.
+CREATE TABLE api_keys (
+    id           TEXT    NOT NULL PRIMARY KEY,
+    project      TEXT    NOT NULL CHECK (length(project) BETWEEN 1 AND 64),
+    key_type     TEXT    NOT NULL CHECK (key_type IN
+                     ('development', 'production', 'restricted', 'admin')),
+    name         TEXT,
+    secret_hash  BLOB    NOT NULL UNIQUE CHECK (length(secret_hash) = 32),
+    -- per-key overrides of the type's limits (NULL: the type's default)
+    rpm          INTEGER CHECK (rpm > 0),
+    rph          INTEGER CHECK (rph > 0),
+    created_at   TEXT    NOT NULL,
+    -- updated at most once a minute per key
+    last_used_at TEXT,
+    revoked_at   TEXT
+) STRICT;
+
+-- Answers remembered for `Idempotency-Key` retries, written in the same transaction as the
+-- write they answer. Rows older than the retention (24 h by default) are ignored and purged.
+CREATE TABLE idempotency (
+    project       TEXT    NOT NULL,
+    idem_key      TEXT    NOT NULL,
+    -- SHA-256 of the route and the request body
+    request_hash  BLOB    NOT NULL CHECK (length(request_hash) = 32),
+    status        INTEGER NOT NULL,
+    body          BLOB    NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (project, idem_key)
 ) STRICT;

@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::auth::{ApiKey, KeyType, generate_key, parse_project};
 use crate::config::{ServeConfig, default_threads, vars};
 use crate::server::Server;
+use crate::store::Store;
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
 /// runwarden: a self-hosted security service for AI agents. Register each run, log every step,
 /// and check actions before they execute, on one SQLite file.
@@ -26,6 +29,53 @@ pub struct Cli {
 enum Command {
     /// Run the HTTP API server (POST /v1/register-agent-run, /v1/event, /v1/check; GET /healthz).
     Serve(ServeArgs),
+    /// Create, list and revoke API keys (works while the server runs).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it once (stdout); only its hash is stored.
+    Create {
+        /// The project whose runs the key reaches.
+        #[arg(long)]
+        project: String,
+        /// development (60/min, 1,000/h), production (600/min, 10,000/h), restricted (only
+        /// event and check; limits as production) or admin (cross-project reads, unlimited).
+        #[arg(long = "type", value_name = "TYPE")]
+        key_type: String,
+        /// A label to recognise the key by.
+        #[arg(long)]
+        name: Option<String>,
+        /// Requests per minute, instead of the type's default.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        rpm: Option<u32>,
+        /// Requests per hour, instead of the type's default.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        rph: Option<u32>,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// List every key (never a secret).
+    List {
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Revoke a key by id; a running server refuses it from its next request on.
+    Revoke {
+        /// The key's id (key_…), as `keys list` shows it.
+        id: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+#[derive(Debug, Args)]
+struct DbArg {
+    /// SQLite database file (the same as `serve --db`).
+    #[arg(long, env = vars::DB, default_value = "runwarden.db", value_name = "FILE")]
+    db: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -56,13 +106,108 @@ struct ServeArgs {
     #[arg(long, env = vars::WRITE_BATCH, default_value_t = 64, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=4096))]
     write_batch: u16,
+
+    /// Serve without API keys (while none exists) on a non-loopback address too.
+    #[arg(long, env = vars::ALLOW_OPEN)]
+    allow_open: bool,
+
+    /// Seconds an Idempotency-Key's answer is remembered for retries.
+    #[arg(long, env = vars::IDEMPOTENCY_TTL_SECS, default_value_t = 86_400, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    idempotency_ttl_secs: u64,
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Keys(cmd) => keys(cmd),
     }
+}
+
+fn open_store(db: &DbArg) -> Result<SqliteStore, String> {
+    SqliteStore::open(&SqliteOptions::new(&db.db))
+}
+
+fn keys(cmd: KeysCommand) -> Result<(), Box<dyn Error>> {
+    let now = crate::domain::time::format_millis_utc(time::OffsetDateTime::now_utc());
+    match cmd {
+        KeysCommand::Create {
+            project,
+            key_type,
+            name,
+            rpm,
+            rph,
+            db,
+        } => {
+            let key_type = KeyType::parse(&key_type).ok_or_else(|| {
+                format!(
+                    "--type must be one of development, production, restricted, admin (got {key_type:?})"
+                )
+            })?;
+            let project = parse_project(&project)?;
+            let new = generate_key(key_type)?;
+            let key = ApiKey {
+                id: new.id.clone(),
+                project,
+                key_type,
+                name,
+                rpm,
+                rph,
+                created_at: now,
+                last_used_at: None,
+                revoked_at: None,
+            };
+            let limits = key.limits();
+            let summary = format!(
+                "created {} key {} for project {:?} (limits: {} per minute, {} per hour); \
+                 this is the only time the key is shown",
+                key.key_type,
+                key.id,
+                key.project,
+                limits
+                    .per_minute
+                    .map_or("no limit".into(), |n| n.to_string()),
+                limits.per_hour.map_or("no limit".into(), |n| n.to_string()),
+            );
+            open_store(&db)?.insert_key(key, new.hash)?;
+            println!("{}", new.secret);
+            eprintln!("{summary}");
+        }
+        KeysCommand::List { db } => {
+            let keys = open_store(&db)?.list_keys()?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:<16} {:<16} {:<11} {:<16} {:<24} {:<24} {:>8} {:>8}  REVOKED",
+                "ID", "PROJECT", "TYPE", "NAME", "CREATED", "LAST USED", "RPM", "RPH"
+            )?;
+            for k in keys {
+                let limits = k.limits();
+                let show = |n: Option<u32>| n.map_or("-".to_string(), |n| n.to_string());
+                writeln!(
+                    out,
+                    "{:<16} {:<16} {:<11} {:<16} {:<24} {:<24} {:>8} {:>8}  {}",
+                    k.id,
+                    k.project,
+                    k.key_type.as_str(),
+                    k.name.as_deref().unwrap_or("-").escape_debug().to_string(),
+                    k.created_at,
+                    k.last_used_at.as_deref().unwrap_or("never"),
+                    show(limits.per_minute),
+                    show(limits.per_hour),
+                    k.revoked_at.as_deref().unwrap_or("no"),
+                )?;
+            }
+        }
+        KeysCommand::Revoke { id, db } => {
+            if !open_store(&db)?.revoke_key(&id, &now)? {
+                return Err(format!("no key with id {id:?} (see runwarden keys list)").into());
+            }
+            eprintln!("revoked key {id}");
+        }
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
@@ -74,6 +219,8 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         max_body_bytes: args.max_body_bytes,
         busy_timeout: Duration::from_millis(args.busy_timeout_ms),
         write_batch: usize::from(args.write_batch),
+        allow_open: args.allow_open,
+        idempotency_ttl: Duration::from_secs(args.idempotency_ttl_secs),
     };
     let server = Server::bind(&config)?;
     let handle = server.shutdown_handle();
@@ -85,10 +232,11 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "runwarden listening on http://{} (database: {}, {} threads)",
+        "runwarden listening on http://{} (database: {}, {} threads, {})",
         server.local_addr(),
         db.display(),
-        config.threads
+        config.threads,
+        server.mode()
     )?;
     out.flush()?;
     drop(out);

@@ -20,6 +20,10 @@ pub mod vars {
     pub const BUSY_TIMEOUT_MS: &str = "RUNWARDEN_BUSY_TIMEOUT_MS";
     /// `--write-batch`: the most writes committed in one transaction.
     pub const WRITE_BATCH: &str = "RUNWARDEN_WRITE_BATCH";
+    /// `--allow-open`: serve without API keys on a non-loopback address.
+    pub const ALLOW_OPEN: &str = "RUNWARDEN_ALLOW_OPEN";
+    /// `--idempotency-ttl-secs`: how long `Idempotency-Key` answers are kept.
+    pub const IDEMPOTENCY_TTL_SECS: &str = "RUNWARDEN_IDEMPOTENCY_TTL_SECS";
 }
 
 /// Validated settings of the server.
@@ -37,6 +41,10 @@ pub struct ServeConfig {
     pub busy_timeout: Duration,
     /// The most writes committed in one transaction (1: one transaction per write).
     pub write_batch: usize,
+    /// Serve without API keys even off loopback.
+    pub allow_open: bool,
+    /// How long `Idempotency-Key` answers are kept.
+    pub idempotency_ttl: Duration,
 }
 
 /// The default number of worker threads: 8 per core, between 8 and 64. Workers spend most of

@@ -322,6 +322,10 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Unavailable(_) => ApiError::storage_unavailable(err),
+            StoreError::KeyTaken => ApiError::new(
+                ErrorCode::IdempotencyKeyReused,
+                "this Idempotency-Key was used for a different request; use a new key for a new request",
+            ),
             StoreError::NotFound | StoreError::Conflict | StoreError::Other(_) => {
                 ApiError::internal(err)
             }

@@ -9,8 +9,10 @@
 //! - [`domain`]: validated values (ids, time, events, schemas); pure.
 //! - [`engine`]: the check engine, one rule per file; pure and deterministic.
 //! - [`store`]: the `Store` interface and its SQLite backend (group commit).
+//! - [`auth`]: API keys, projects, permissions; [`ratelimit`]: per-key limits in memory.
 //! - [`error`]: `ApiError`, the contract's error envelope.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
@@ -19,5 +21,6 @@ pub mod error;
 pub mod handlers;
 pub mod http;
 pub mod nudge;
+pub mod ratelimit;
 pub mod server;
 pub mod store;

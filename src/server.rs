@@ -18,11 +18,14 @@ use crate::config::ServeConfig;
 use crate::domain::schema_cache::SchemaCache;
 use crate::engine::Engine;
 use crate::error::ApiError;
+use crate::handlers::access::{LastUsed, rate_headers};
 use crate::handlers::{App, dispatch};
 use crate::http::request::request_id;
 use crate::http::response::Reply;
 use crate::http::router::route;
 use crate::nudge::Nudger;
+use crate::ratelimit::RateLimiter;
+use crate::store::Store;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
 /// A bound server, not yet running.
@@ -67,12 +70,31 @@ impl Server {
             path: config.db.clone(),
             busy_timeout: config.busy_timeout,
             batch_max: config.write_batch,
+            idempotency_ttl: config.idempotency_ttl,
         })?;
+        // Open mode is for a developer's own machine: off a loopback address, a server without
+        // keys would hand every run to anyone who can reach it.
+        let open_allowed = addr.ip().is_loopback() || config.allow_open;
+        let has_keys = store
+            .has_active_keys()
+            .map_err(|e| format!("cannot read the API keys: {e}"))?;
+        if !open_allowed && !has_keys {
+            return Err(format!(
+                "refusing to serve {addr} without API keys: anyone who can reach it could read and \
+                 write every run. Create a key first (runwarden keys create --db {} --project NAME \
+                 --type production) or pass --allow-open",
+                config.db.display()
+            ));
+        }
         let app = App {
             store: Arc::new(store),
             engine: Engine::default(),
             max_body_bytes: config.max_body_bytes,
             schemas: SchemaCache::default(),
+            open_allowed,
+            limiter: RateLimiter::default(),
+            last_used: LastUsed::default(),
+            idempotency_ttl: config.idempotency_ttl,
         };
         Ok(Server {
             http: Arc::new(http),
@@ -81,6 +103,15 @@ impl Server {
             addr,
             stopping: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// How requests without a key are treated right now, for the start-up line.
+    pub fn mode(&self) -> &'static str {
+        match self.app.store.has_active_keys() {
+            Ok(true) => "API keys required",
+            _ if self.app.open_allowed => "open mode: no API key needed until one is created",
+            _ => "API keys required",
+        }
     }
 
     /// The address actually bound (the real port when 0 was asked for).
@@ -157,11 +188,18 @@ fn handle(app: &App, mut req: Request) {
         log::warn!("request {rid}: Content-Length {announced} is far over the limit");
         Reply::from_error(&ApiError::payload_too_large(app.max_body_bytes))
     } else {
+        let mut decision = None;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let route = route(&method, req.url())?;
-            dispatch(app, route, &mut req, &mut body_read)
+            let (d, outcome) = dispatch(app, route, &mut req, &mut body_read);
+            decision = d;
+            outcome
         }));
-        into_reply(outcome, &rid)
+        let mut reply = into_reply(outcome, &rid);
+        if let Some(d) = &decision {
+            reply.headers.extend(rate_headers(d));
+        }
+        reply
     };
     let status = reply.status;
     if body_read {

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{App, compile_schema, parse_json};
+use super::{App, Call, compile_schema, parse_json};
 use crate::domain::event::EventWire;
 use crate::domain::time::unix_seconds_millis;
 use crate::engine::{Action, Finding};
@@ -27,10 +27,14 @@ struct Judged<'a> {
 /// Validates the request, judges the action, stores the check with its verdict, answers the
 /// verdict. Arguments that break the declared parameters are a verdict (`schema.mismatch`),
 /// not a 400; an unusable schema is still INVALID_SCHEMA.
-pub fn check(app: &App, body: &[u8]) -> Result<Reply, ApiError> {
-    let check = parse_json::<EventWire>(body)?.parse_check(OffsetDateTime::now_utc())?;
+pub fn check(app: &App, call: &Call<'_>) -> Result<Reply, ApiError> {
+    let check = parse_json::<EventWire>(call.body)?.parse_check(OffsetDateTime::now_utc())?;
     let schema = compile_schema(app, &check.schema)?;
-    let run = app.store.run_context(check.trace_id).map_err(not_found)?;
+    let project = &call.principal.project;
+    let run = app
+        .store
+        .run_context(project, check.trace_id)
+        .map_err(not_found)?;
     let tool_name = schema.tool_name().unwrap_or(UNNAMED_TOOL).to_string();
     let verdict = app.engine.check(
         &run,
@@ -55,7 +59,10 @@ pub fn check(app: &App, body: &[u8]) -> Result<Reply, ApiError> {
         findings: &recorded.verdict.findings,
     })
     .map_err(ApiError::internal)?;
-    app.store.record_check(recorded).map_err(not_found)?;
+    let replay = call.replay(200, &body);
+    app.store
+        .record_check(project, recorded, replay)
+        .map_err(not_found)?;
     Ok(Reply {
         status: 200,
         body,

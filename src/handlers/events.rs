@@ -3,7 +3,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{App, compile_schema, parse_json};
+use super::{App, Call, compile_schema, parse_json};
 use crate::domain::event::EventWire;
 use crate::domain::time::unix_seconds_millis;
 use crate::error::{ApiError, MAX_DETAILS};
@@ -18,19 +18,26 @@ struct Logged {
 
 /// Validates the event and its content against its schema (nothing is stored on a violation),
 /// appends it durably, answers `{event_id, timestamp}`.
-pub fn log_event(app: &App, body: &[u8]) -> Result<Reply, ApiError> {
-    let event = parse_json::<EventWire>(body)?.parse_event(OffsetDateTime::now_utc())?;
+pub fn log_event(app: &App, call: &Call<'_>) -> Result<Reply, ApiError> {
+    let event = parse_json::<EventWire>(call.body)?.parse_event(OffsetDateTime::now_utc())?;
     let schema = compile_schema(app, &event.schema)?;
     let (violations, total) = schema.violations(&event.content.value, MAX_DETAILS);
     if total > 0 {
         return Err(ApiError::schema_validation_failed(violations, total));
     }
-    let answer = Logged {
-        event_id: event.event_id.to_string(),
-        timestamp: unix_seconds_millis(event.received_at),
-    };
-    match app.store.append_event(event) {
-        Ok(_seq) => Reply::json(200, &answer),
+    let answer = Reply::json(
+        200,
+        &Logged {
+            event_id: event.event_id.to_string(),
+            timestamp: unix_seconds_millis(event.received_at),
+        },
+    )?;
+    let replay = call.replay(answer.status, &answer.body);
+    match app
+        .store
+        .append_event(&call.principal.project, event, replay)
+    {
+        Ok(_seq) => Ok(answer),
         Err(StoreError::NotFound) => Err(ApiError::trace_not_found()),
         Err(e) => Err(e.into()),
     }

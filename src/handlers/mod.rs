@@ -1,25 +1,31 @@
-//! Handlers: one file per resource. Each takes the shared [`App`] and the request body and
-//! returns a [`Reply`] or an [`ApiError`]; storage is reached only through [`Store`].
+//! Handlers: one file per resource. Each takes the shared [`App`] and a [`Call`] (who is
+//! calling, the body, the idempotency key) and returns a [`Reply`] or an [`ApiError`]; storage
+//! is reached only through [`Store`]. [`dispatch`] runs access control first (`access.rs`).
 
+pub mod access;
 pub mod checks;
 pub mod events;
 pub mod ops;
 pub mod runs;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use tiny_http::Request;
 
+use crate::auth::Principal;
 use crate::domain::event::JsonField;
 use crate::domain::schema::CompiledSchema;
 use crate::domain::schema_cache::SchemaCache;
 use crate::engine::Engine;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::http::request::read_body;
 use crate::http::response::Reply;
 use crate::http::router::Route;
-use crate::store::Store;
+use crate::ratelimit::{Decision, RateLimiter};
+use crate::store::{Replay, Store};
+use access::{Idempotency, LastUsed};
 
 /// What every handler shares.
 pub struct App {
@@ -31,25 +37,86 @@ pub struct App {
     pub max_body_bytes: u64,
     /// Compiled schemas, so a schema seen before is not compiled again.
     pub schemas: SchemaCache,
+    /// Whether requests without a key are served while no active key exists (loopback address
+    /// or `--allow-open`).
+    pub open_allowed: bool,
+    /// Per-key request counters.
+    pub limiter: RateLimiter,
+    /// When keys were last recorded as used.
+    pub last_used: LastUsed,
+    /// How long `Idempotency-Key` answers are remembered.
+    pub idempotency_ttl: Duration,
 }
 
-/// Calls the handler of `route`. POST bodies are read here, after routing, so a 404 or 405
-/// never reads a body; `body_read` is set once the body has been read to its end.
+/// One authorised call of a write endpoint.
+pub struct Call<'a> {
+    /// Who is calling.
+    pub principal: &'a Principal,
+    /// The request body.
+    pub body: &'a [u8],
+    /// The `Idempotency-Key` in force, if the client sent one.
+    pub idempotency: Option<&'a Idempotency>,
+}
+
+impl Call<'_> {
+    /// The record to store with a write answered by `status` and `body`.
+    pub fn replay(&self, status: u16, body: &[u8]) -> Option<Replay> {
+        self.idempotency.map(|i| i.answer(status, body))
+    }
+}
+
+/// Calls the handler of `route`. For `/v1` routes: authenticate (401), authorize (403), count
+/// against the rate limit (429), then read the body (415/413) and honour `Idempotency-Key`.
+/// Bodies are read only after all that, so a 404, 405, 401 or 429 never reads one; `body_read`
+/// is set once the body has been read to its end. Returns the rate-limit decision (for the
+/// headers of the response, error or not) with the outcome.
 pub fn dispatch(
     app: &App,
     route: Route,
     req: &mut Request,
     body_read: &mut bool,
-) -> Result<Reply, ApiError> {
-    let handler = match route {
-        Route::Healthz => return ops::healthz(app),
+) -> (Option<Decision>, Result<Reply, ApiError>) {
+    type Handler = fn(&App, &Call<'_>) -> Result<Reply, ApiError>;
+    let handler: Handler = match route {
+        Route::Healthz => return (None, ops::healthz(app)),
         Route::RegisterRun => runs::register,
         Route::Event => events::log_event,
         Route::Check => checks::check,
     };
-    let body = read_body(req, app.max_body_bytes)?;
-    *body_read = true;
-    handler(app, &body)
+    let principal = match access::authenticate(app, req).and_then(|p| {
+        access::authorize(&p, route)?;
+        Ok(p)
+    }) {
+        Ok(p) => p,
+        Err(e) => return (None, Err(e)),
+    };
+    let decision = access::rate_limit(app, &principal);
+    if let Some(d) = decision.filter(|d| !d.allowed) {
+        return (decision, Err(access::rate_limited(&d)));
+    }
+    let outcome = (|| {
+        let body = read_body(req, app.max_body_bytes)?;
+        *body_read = true;
+        let idempotency = Idempotency::from_request(app, req, &principal, route, &body)?;
+        if let Some(i) = &idempotency
+            && let Some(replayed) = i.replay(app)?
+        {
+            return Ok(replayed);
+        }
+        let call = Call {
+            principal: &principal,
+            body: &body,
+            idempotency: idempotency.as_ref(),
+        };
+        match (handler(app, &call), &idempotency) {
+            // A concurrent request with the same key recorded it first: answer as it did.
+            (Err(e), Some(i)) if e.code == ErrorCode::IdempotencyKeyReused => {
+                i.replay(app)?.ok_or(e)
+            }
+            (outcome, _) => outcome,
+        }
+    })();
+    (decision, outcome)
 }
 
 /// Decodes a JSON object body into a wire struct. Syntax errors and non-objects are

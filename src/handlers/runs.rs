@@ -3,7 +3,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{App, parse_json};
+use super::{App, Call, parse_json};
 use crate::domain::event::RunWire;
 use crate::domain::time::format_millis_utc;
 use crate::error::{ApiError, ErrorCode};
@@ -18,14 +18,18 @@ struct Registered {
 
 /// Validates, stores durably, answers `{trace_id, timestamp}`. A client-chosen trace_id that
 /// exists already is 409 TRACE_ID_CONFLICT, decided by the database's primary key.
-pub fn register(app: &App, body: &[u8]) -> Result<Reply, ApiError> {
-    let run = parse_json::<RunWire>(body)?.parse(OffsetDateTime::now_utc())?;
-    let answer = Registered {
-        trace_id: run.trace_id.to_string(),
-        timestamp: format_millis_utc(run.received_at),
-    };
-    match app.store.insert_run(run) {
-        Ok(()) => Reply::json(200, &answer),
+pub fn register(app: &App, call: &Call<'_>) -> Result<Reply, ApiError> {
+    let run = parse_json::<RunWire>(call.body)?.parse(OffsetDateTime::now_utc())?;
+    let answer = Reply::json(
+        200,
+        &Registered {
+            trace_id: run.trace_id.to_string(),
+            timestamp: format_millis_utc(run.received_at),
+        },
+    )?;
+    let replay = call.replay(answer.status, &answer.body);
+    match app.store.insert_run(&call.principal.project, run, replay) {
+        Ok(()) => Ok(answer),
         Err(StoreError::Conflict) => Err(ApiError::new(
             ErrorCode::TraceIdConflict,
             "a run with this trace_id already exists; trace ids are never reused",

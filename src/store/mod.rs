@@ -9,6 +9,7 @@ pub mod sqlite;
 
 use std::fmt;
 
+use crate::auth::ApiKey;
 use crate::domain::event::{NewCheck, NewEvent, NewRun};
 use crate::domain::ids::TraceId;
 use crate::engine::{RunContext, Verdict};
@@ -24,13 +25,45 @@ pub struct RecordedCheck {
     pub verdict: Verdict,
 }
 
+/// The answer to remember for an `Idempotency-Key`, stored in the same transaction as the
+/// write it answers, so that a retry finds either both or neither.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    /// The client's key.
+    pub key: String,
+    /// SHA-256 of the route and the body.
+    pub request_hash: [u8; 32],
+    /// The status answered.
+    pub status: u16,
+    /// The body answered.
+    pub body: Vec<u8>,
+    /// When (Unix milliseconds).
+    pub at_ms: i64,
+    /// A remembered answer older than this (Unix milliseconds) is expired and may be replaced.
+    pub expired_before_ms: i64,
+}
+
+/// A remembered answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReplay {
+    /// SHA-256 of the route and the body of the request it answered.
+    pub request_hash: [u8; 32],
+    /// The status answered.
+    pub status: u16,
+    /// The body answered.
+    pub body: Vec<u8>,
+}
+
 /// What a storage operation can fail with. Built at the storage edge from the backend's own
 /// errors; the general HTTP mapping is in `error.rs`, the specific one (which conflict) in the
 /// handler.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum StoreError {
     /// A uniqueness constraint rejected the write (e.g. a reused trace_id).
     Conflict,
+    /// The write carried an `Idempotency-Key` that another request recorded first; nothing
+    /// was written.
+    KeyTaken,
     /// The row the operation needs does not exist (e.g. an unknown trace_id).
     NotFound,
     /// The database cannot take the operation now: busy past its timeout, disk full, or the
@@ -44,6 +77,7 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Conflict => f.write_str("uniqueness constraint violated"),
+            StoreError::KeyTaken => f.write_str("idempotency key already recorded"),
             StoreError::NotFound => f.write_str("not found"),
             StoreError::Unavailable(why) => write!(f, "storage unavailable: {why}"),
             StoreError::Other(why) => write!(f, "storage error: {why}"),
@@ -53,21 +87,65 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// The storage interface of the handlers.
+/// The storage interface of the handlers and the CLI. Runs are scoped by project: a run of
+/// another project is `NotFound`, exactly like one that does not exist.
 pub trait Store: Send + Sync {
-    /// Stores a new run. `Conflict` if its trace_id exists (the existing run is untouched).
-    fn insert_run(&self, run: NewRun) -> Result<(), StoreError>;
+    /// Stores a new run of `project`. `Conflict` if its trace_id exists (in any project; the
+    /// existing run is untouched); `KeyTaken` if `replay`'s key was recorded first.
+    fn insert_run(
+        &self,
+        project: &str,
+        run: NewRun,
+        replay: Option<Replay>,
+    ) -> Result<(), StoreError>;
 
     /// Appends an event to its run and returns its per-run sequence number. `NotFound` if the
-    /// run does not exist.
-    fn append_event(&self, event: NewEvent) -> Result<u64, StoreError>;
+    /// run does not exist in `project`.
+    fn append_event(
+        &self,
+        project: &str,
+        event: NewEvent,
+        replay: Option<Replay>,
+    ) -> Result<u64, StoreError>;
 
     /// Stores a judged check in its run's history and returns its per-run sequence number.
-    /// `NotFound` if the run does not exist.
-    fn record_check(&self, check: RecordedCheck) -> Result<u64, StoreError>;
+    /// `NotFound` if the run does not exist in `project`.
+    fn record_check(
+        &self,
+        project: &str,
+        check: RecordedCheck,
+        replay: Option<Replay>,
+    ) -> Result<u64, StoreError>;
 
-    /// What the check engine needs to know of a run. `NotFound` if it does not exist.
-    fn run_context(&self, trace_id: TraceId) -> Result<RunContext, StoreError>;
+    /// What the check engine needs to know of a run of `project`.
+    fn run_context(&self, project: &str, trace_id: TraceId) -> Result<RunContext, StoreError>;
+
+    /// The answer remembered for `key` in `project`, unless older than `not_before_ms`.
+    fn replay(
+        &self,
+        project: &str,
+        key: &str,
+        not_before_ms: i64,
+    ) -> Result<Option<StoredReplay>, StoreError>;
+
+    /// Stores a new API key (only its hash).
+    fn insert_key(&self, key: ApiKey, secret_hash: [u8; 32]) -> Result<(), StoreError>;
+
+    /// The key with this hash, revoked or not.
+    fn key_by_hash(&self, secret_hash: &[u8; 32]) -> Result<Option<ApiKey>, StoreError>;
+
+    /// Whether any key is not revoked.
+    fn has_active_keys(&self) -> Result<bool, StoreError>;
+
+    /// Every key, oldest first.
+    fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// Revokes a key at `at`; false if there is no key with this id. Revoking twice keeps the
+    /// first time.
+    fn revoke_key(&self, id: &str, at: &str) -> Result<bool, StoreError>;
+
+    /// Records that a key was used at `at` (best effort: does not wait for the write).
+    fn touch_key(&self, id: &str, at: &str);
 
     /// Succeeds when the database answers a query.
     fn ping(&self) -> Result<(), StoreError>;

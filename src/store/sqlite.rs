@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
-use super::{RecordedCheck, Store, StoreError};
+use super::{RecordedCheck, Replay, Store, StoreError, StoredReplay};
+use crate::auth::{ApiKey, KeyType};
 use crate::domain::event::{NewEvent, NewRun};
 use crate::domain::ids::TraceId;
 use crate::domain::time::format_millis_utc;
@@ -39,6 +40,8 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// The most writes committed in one transaction. 1 gives one transaction per write.
     pub batch_max: usize,
+    /// How long answers for `Idempotency-Key` retries are kept.
+    pub idempotency_ttl: Duration,
 }
 
 impl SqliteOptions {
@@ -48,21 +51,26 @@ impl SqliteOptions {
             path: path.into(),
             busy_timeout: Duration::from_secs(5),
             batch_max: 64,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
 
 /// One write, as sent to the writer thread.
 enum WriteOp {
-    Run(NewRun),
-    Event(NewEvent),
-    Check(RecordedCheck),
+    Run(String, NewRun, Option<Replay>),
+    Event(String, NewEvent, Option<Replay>),
+    Check(String, RecordedCheck, Option<Replay>),
+    InsertKey(ApiKey, [u8; 32]),
+    RevokeKey(String, String),
+    TouchKey(String, String),
 }
 
-/// A write and where to send its outcome (the run's sequence number for events and checks).
+/// A write and where to send its outcome (the run's sequence number for events and checks, the
+/// number of changed rows for key updates); `None` when nobody waits for it.
 struct Job {
     op: WriteOp,
-    reply: SyncSender<Result<u64, StoreError>>,
+    reply: Option<SyncSender<Result<u64, StoreError>>>,
 }
 
 /// The SQLite store. Dropping it stops the writer after the writes already queued and closes
@@ -120,7 +128,7 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
             .and_then(|()| conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB))
             .map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
-        let checkpointer = start_checkpointer(path, options.busy_timeout)
+        let checkpointer = start_checkpointer(path, options.busy_timeout, options.idempotency_ttl)
             .map_err(|e| format!("cannot start the checkpointer for {}: {e}", path.display()))?;
 
         let (tx, rx) = mpsc::channel();
@@ -146,7 +154,10 @@ impl SqliteStore {
         self.writer
             .as_ref()
             .ok_or_else(gone)?
-            .send(Job { op, reply })
+            .send(Job {
+                op,
+                reply: Some(reply),
+            })
             .map_err(|_| gone())?;
         answer.recv().map_err(|_| gone())?
     }
@@ -191,28 +202,114 @@ impl Drop for SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn insert_run(&self, run: NewRun) -> Result<(), StoreError> {
-        self.write(WriteOp::Run(run)).map(|_| ())
+    fn insert_run(
+        &self,
+        project: &str,
+        run: NewRun,
+        replay: Option<Replay>,
+    ) -> Result<(), StoreError> {
+        self.write(WriteOp::Run(project.to_string(), run, replay))
+            .map(|_| ())
     }
 
-    fn append_event(&self, event: NewEvent) -> Result<u64, StoreError> {
-        self.write(WriteOp::Event(event))
+    fn append_event(
+        &self,
+        project: &str,
+        event: NewEvent,
+        replay: Option<Replay>,
+    ) -> Result<u64, StoreError> {
+        self.write(WriteOp::Event(project.to_string(), event, replay))
     }
 
-    fn record_check(&self, check: RecordedCheck) -> Result<u64, StoreError> {
-        self.write(WriteOp::Check(check))
+    fn record_check(
+        &self,
+        project: &str,
+        check: RecordedCheck,
+        replay: Option<Replay>,
+    ) -> Result<u64, StoreError> {
+        self.write(WriteOp::Check(project.to_string(), check, replay))
     }
 
-    fn run_context(&self, trace_id: TraceId) -> Result<RunContext, StoreError> {
+    fn run_context(&self, project: &str, trace_id: TraceId) -> Result<RunContext, StoreError> {
         self.read(|conn| {
-            conn.prepare_cached("SELECT agent_id, system_prompt FROM runs WHERE trace_id = ?1")?
-                .query_row([trace_id.to_string()], |r| {
-                    Ok(RunContext {
-                        agent_id: r.get(0)?,
-                        system_prompt: r.get(1)?,
-                    })
+            conn.prepare_cached(
+                "SELECT agent_id, system_prompt FROM runs WHERE trace_id = ?1 AND project = ?2",
+            )?
+            .query_row(params![trace_id.to_string(), project], |r| {
+                Ok(RunContext {
+                    agent_id: r.get(0)?,
+                    system_prompt: r.get(1)?,
                 })
+            })
         })
+    }
+
+    fn replay(
+        &self,
+        project: &str,
+        key: &str,
+        not_before_ms: i64,
+    ) -> Result<Option<StoredReplay>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT request_hash, status, body FROM idempotency
+                 WHERE project = ?1 AND idem_key = ?2 AND created_at_ms >= ?3",
+            )?
+            .query_row(params![project, key, not_before_ms], |r| {
+                let hash: Vec<u8> = r.get(0)?;
+                Ok(StoredReplay {
+                    request_hash: hash.try_into().unwrap_or([0; 32]),
+                    status: r.get(1)?,
+                    body: r.get(2)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    fn insert_key(&self, key: ApiKey, secret_hash: [u8; 32]) -> Result<(), StoreError> {
+        self.write(WriteOp::InsertKey(key, secret_hash)).map(|_| ())
+    }
+
+    fn key_by_hash(&self, secret_hash: &[u8; 32]) -> Result<Option<ApiKey>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys WHERE secret_hash = ?1"
+            ))?
+            .query_row([&secret_hash[..]], key_from_row)
+            .optional()
+        })
+    }
+
+    fn has_active_keys(&self) -> Result<bool, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL)")?
+                .query_row([], |r| r.get(0))
+        })
+    }
+
+    fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY rowid"
+            ))?
+            .query_map([], key_from_row)?
+            .collect()
+        })
+    }
+
+    fn revoke_key(&self, id: &str, at: &str) -> Result<bool, StoreError> {
+        self.write(WriteOp::RevokeKey(id.to_string(), at.to_string()))
+            .map(|changed| changed > 0)
+    }
+
+    fn touch_key(&self, id: &str, at: &str) {
+        if let Some(writer) = &self.writer {
+            let _ = writer.send(Job {
+                op: WriteOp::TouchKey(id.to_string(), at.to_string()),
+                reply: None,
+            });
+        }
     }
 
     fn ping(&self) -> Result<(), StoreError> {
@@ -220,19 +317,59 @@ impl Store for SqliteStore {
     }
 }
 
+const KEY_COLUMNS: &str =
+    "id, project, key_type, name, rpm, rph, created_at, last_used_at, revoked_at";
+
+fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKey> {
+    let key_type: String = r.get(2)?;
+    Ok(ApiKey {
+        id: r.get(0)?,
+        project: r.get(1)?,
+        key_type: KeyType::parse(&key_type).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                2,
+                rusqlite::types::Type::Text,
+                "unknown key type".into(),
+            )
+        })?,
+        name: r.get(3)?,
+        rpm: r.get(4)?,
+        rph: r.get(5)?,
+        created_at: r.get(6)?,
+        last_used_at: r.get(7)?,
+        revoked_at: r.get(8)?,
+    })
+}
+
 /// Starts the thread that checkpoints the WAL every [`CHECKPOINT_INTERVAL`] on a connection
-/// of its own, until told to stop.
-fn start_checkpointer(path: &Path, busy_timeout: Duration) -> std::io::Result<Checkpointer> {
+/// of its own, and once a minute deletes idempotency answers older than `idempotency_ttl`,
+/// until told to stop.
+fn start_checkpointer(
+    path: &Path,
+    busy_timeout: Duration,
+    idempotency_ttl: Duration,
+) -> std::io::Result<Checkpointer> {
     let conn = open_connection(path, busy_timeout, false).map_err(std::io::Error::other)?;
     let (stop, stopped) = mpsc::sync_channel::<()>(1);
     let thread = std::thread::Builder::new()
         .name("rw-checkpoint".into())
         .spawn(move || {
+            let mut last_purge = std::time::Instant::now();
             while let Err(mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(CHECKPOINT_INTERVAL)
             {
                 if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                     log::warn!("WAL checkpoint failed (will retry): {e}");
+                }
+                if last_purge.elapsed() >= Duration::from_secs(60) {
+                    last_purge = std::time::Instant::now();
+                    let cutoff = unix_millis(time::OffsetDateTime::now_utc())
+                        - idempotency_ttl.as_millis() as i64;
+                    if let Err(e) =
+                        conn.execute("DELETE FROM idempotency WHERE created_at_ms < ?1", [cutoff])
+                    {
+                        log::warn!("purging expired idempotency keys failed (will retry): {e}");
+                    }
                 }
             }
         })?;
@@ -354,8 +491,10 @@ fn writer_loop(conn: Connection, jobs: Receiver<Job>, batch_max: usize) {
         writes += batch.len() as u64;
         transactions += 1;
         for (job, result) in batch.into_iter().zip(results) {
-            // The requester may have gone (its thread panicked); nothing to do then.
-            let _ = job.reply.send(result);
+            // The requester may have gone (its thread panicked), or not wait at all.
+            if let Some(reply) = job.reply {
+                let _ = reply.send(result);
+            }
         }
     }
     if transactions > 0 {
@@ -374,90 +513,73 @@ fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// Applies `batch` in one transaction, each write in its own savepoint, and commits. Returns
 /// one result per job, valid only after the commit: if the commit fails, every job fails.
 fn commit_batch(conn: &Connection, batch: &[Job]) -> Vec<Result<u64, StoreError>> {
-    let all_fail = |e: &rusqlite::Error| -> Vec<Result<u64, StoreError>> {
-        batch
-            .iter()
-            .map(|_| Err(StoreError::from(clone_error(e))))
-            .collect()
+    let all_fail = |e: StoreError| -> Vec<Result<u64, StoreError>> {
+        batch.iter().map(|_| Err(e.clone())).collect()
     };
-    let abort = |e: &rusqlite::Error| {
+    let abort = |e: rusqlite::Error| {
         if !conn.is_autocommit() {
             let _ = control(conn, "ROLLBACK");
         }
-        all_fail(e)
+        all_fail(e.into())
     };
     if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
-        return all_fail(&e);
+        return all_fail(e.into());
     }
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         if let Err(e) = control(conn, "SAVEPOINT w") {
-            return abort(&e);
+            return abort(e);
         }
         match apply(conn, &job.op) {
-            Ok(seq) => {
+            Ok(n) => {
                 if let Err(e) = control(conn, "RELEASE w") {
-                    return abort(&e);
+                    return abort(e);
                 }
-                results.push(Ok(seq));
+                results.push(Ok(n));
             }
             Err(e) => {
                 if conn.is_autocommit() {
                     // SQLite rolled the whole transaction back by itself (it may on a full
                     // disk or an I/O error): the writes before this one are gone too.
-                    return all_fail(&e);
+                    return all_fail(e);
                 }
                 if let Err(e2) =
                     control(conn, "ROLLBACK TO w").and_then(|()| control(conn, "RELEASE w"))
                 {
-                    return abort(&e2);
+                    return abort(e2);
                 }
-                results.push(Err(StoreError::from(e)));
+                results.push(Err(e));
             }
         }
     }
     match control(conn, "COMMIT") {
         Ok(()) => results,
-        Err(e) => abort(&e),
-    }
-}
-
-/// rusqlite errors are not `Clone`; keep what the mapping to [`StoreError`] needs.
-fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
-    match e {
-        rusqlite::Error::SqliteFailure(code, msg) => {
-            rusqlite::Error::SqliteFailure(*code, msg.clone())
-        }
-        other => rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-            Some(other.to_string()),
-        ),
+        Err(e) => abort(e),
     }
 }
 
 /// Applies one write inside the current savepoint.
-fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<u64> {
-    apply_op(conn, op).map(|seq| seq.max(0) as u64)
-}
-
-fn apply_op(conn: &Connection, op: &WriteOp) -> rusqlite::Result<i64> {
-    match op {
-        WriteOp::Run(run) => {
+fn apply(conn: &Connection, op: &WriteOp) -> Result<u64, StoreError> {
+    let seq_or_changes = match op {
+        WriteOp::Run(project, run, replay) => {
+            remember(conn, project, replay.as_ref())?;
             conn.prepare_cached(
-                "INSERT INTO runs (trace_id, agent_id, started_at, system_prompt, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO runs (trace_id, project, agent_id, started_at, system_prompt, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
                 run.trace_id.to_string(),
+                project,
                 run.agent_id.as_ref(),
                 run.started_at,
                 run.system_prompt,
                 format_millis_utc(run.received_at),
             ])?;
-            Ok(0)
+            0
         }
-        WriteOp::Event(ev) => {
-            let seq = next_seq(conn, ev.trace_id)?;
+        WriteOp::Event(project, ev, replay) => {
+            remember(conn, project, replay.as_ref())?;
+            let seq = next_seq(conn, project, ev.trace_id)?;
             conn.prepare_cached(
                 "INSERT INTO events (event_id, trace_id, seq, event_type, occurred_at,
                                      received_at_ms, content, content_form, schema, schema_form)
@@ -475,13 +597,14 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> rusqlite::Result<i64> {
                 ev.schema.text,
                 ev.schema.form.as_str(),
             ])?;
-            Ok(seq)
+            seq
         }
-        WriteOp::Check(rc) => {
+        WriteOp::Check(project, rc, replay) => {
+            remember(conn, project, replay.as_ref())?;
             let c = &rc.check;
-            let seq = next_seq(conn, c.trace_id)?;
+            let seq = next_seq(conn, project, c.trace_id)?;
             let findings = serde_json::to_string(&rc.verdict.findings)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                .map_err(|e| StoreError::Other(format!("cannot serialise findings: {e}")))?;
             conn.prepare_cached(
                 "INSERT INTO checks (check_id, trace_id, seq, tool_name, occurred_at,
                                      received_at_ms, content, content_form, schema, schema_form,
@@ -503,19 +626,74 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> rusqlite::Result<i64> {
                 rc.verdict.reasoning,
                 findings,
             ])?;
-            Ok(seq)
+            seq
         }
-    }
+        WriteOp::InsertKey(key, hash) => {
+            conn.prepare_cached(
+                "INSERT INTO api_keys (id, project, key_type, name, secret_hash, rpm, rph, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                key.id,
+                key.project,
+                key.key_type.as_str(),
+                key.name,
+                &hash[..],
+                key.rpm,
+                key.rph,
+                key.created_at,
+            ])? as i64
+        }
+        WriteOp::RevokeKey(id, at) => conn
+            .prepare_cached("UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1")?
+            .execute(params![id, at])? as i64,
+        WriteOp::TouchKey(id, at) => conn
+            .prepare_cached("UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1")?
+            .execute(params![id, at])? as i64,
+    };
+    Ok(seq_or_changes.max(0) as u64)
 }
 
-/// Takes the run's next sequence number; `QueryReturnedNoRows` (NotFound) if there is no run.
-fn next_seq(conn: &Connection, trace_id: TraceId) -> rusqlite::Result<i64> {
+/// Records the answer for an `Idempotency-Key` in the write's own savepoint. An expired answer
+/// under the same key is replaced; a live one means another request recorded the key first:
+/// `KeyTaken`, and the savepoint (with nothing else in it yet) is rolled back.
+fn remember(conn: &Connection, project: &str, replay: Option<&Replay>) -> Result<(), StoreError> {
+    let Some(r) = replay else { return Ok(()) };
+    let changed = conn
+        .prepare_cached(
+            "INSERT INTO idempotency (project, idem_key, request_hash, status, body, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (project, idem_key) DO UPDATE SET
+                 request_hash = excluded.request_hash, status = excluded.status,
+                 body = excluded.body, created_at_ms = excluded.created_at_ms
+             WHERE idempotency.created_at_ms < ?7",
+        )?
+        .execute(params![
+            project,
+            r.key,
+            &r.request_hash[..],
+            r.status,
+            r.body,
+            r.at_ms,
+            r.expired_before_ms
+        ])?;
+    if changed == 0 {
+        return Err(StoreError::KeyTaken);
+    }
+    Ok(())
+}
+
+/// Takes the next sequence number of a run of `project`; `NotFound` if there is none.
+fn next_seq(conn: &Connection, project: &str, trace_id: TraceId) -> Result<i64, StoreError> {
     conn.prepare_cached(
-        "UPDATE runs SET last_seq = last_seq + 1 WHERE trace_id = ?1 RETURNING last_seq",
+        "UPDATE runs SET last_seq = last_seq + 1 WHERE trace_id = ?1 AND project = ?2
+         RETURNING last_seq",
     )?
-    .query_row([trace_id.to_string()], |r| r.get::<_, i64>(0))
+    .query_row(params![trace_id.to_string(), project], |r| {
+        r.get::<_, i64>(0)
+    })
     .optional()?
-    .ok_or(rusqlite::Error::QueryReturnedNoRows)
+    .ok_or(StoreError::NotFound)
 }
 
 fn unix_millis(t: time::OffsetDateTime) -> i64 {
@@ -525,6 +703,8 @@ fn unix_millis(t: time::OffsetDateTime) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const P: &str = "p";
     use crate::domain::event::{EventType, JsonField, JsonForm};
     use crate::domain::ids::AgentId;
     use std::sync::Arc;
@@ -579,11 +759,14 @@ mod tests {
         let store = SqliteStore::open(&SqliteOptions::new(temp_db("conflict")))
             .map_err(StoreError::Other)?;
         let id = TraceId::new_random();
-        store.insert_run(run(id))?;
+        store.insert_run(P, run(id), None)?;
         let mut again = run(id);
         again.system_prompt = "evil".into();
-        assert!(matches!(store.insert_run(again), Err(StoreError::Conflict)));
-        assert_eq!(store.run_context(id)?.system_prompt, "be nice");
+        assert!(matches!(
+            store.insert_run(P, again, None),
+            Err(StoreError::Conflict)
+        ));
+        assert_eq!(store.run_context(P, id)?.system_prompt, "be nice");
         Ok(())
     }
 
@@ -592,11 +775,11 @@ mod tests {
         let store =
             SqliteStore::open(&SqliteOptions::new(temp_db("seq"))).map_err(StoreError::Other)?;
         let (a, b) = (TraceId::new_random(), TraceId::new_random());
-        store.insert_run(run(a))?;
-        store.insert_run(run(b))?;
-        assert_eq!(store.append_event(event(a))?, 1);
-        assert_eq!(store.append_event(event(a))?, 2);
-        assert_eq!(store.append_event(event(b))?, 1);
+        store.insert_run(P, run(a), None)?;
+        store.insert_run(P, run(b), None)?;
+        assert_eq!(store.append_event(P, event(a), None)?, 1);
+        assert_eq!(store.append_event(P, event(a), None)?, 2);
+        assert_eq!(store.append_event(P, event(b), None)?, 1);
         Ok(())
     }
 
@@ -605,11 +788,11 @@ mod tests {
         let store = SqliteStore::open(&SqliteOptions::new(temp_db("notfound")))
             .map_err(StoreError::Other)?;
         assert!(matches!(
-            store.append_event(event(TraceId::new_random())),
+            store.append_event(P, event(TraceId::new_random()), None),
             Err(StoreError::NotFound)
         ));
         assert!(matches!(
-            store.run_context(TraceId::new_random()),
+            store.run_context(P, TraceId::new_random()),
             Err(StoreError::NotFound)
         ));
         Ok(())
@@ -632,7 +815,7 @@ mod tests {
                     } else {
                         TraceId::new_random()
                     };
-                    store.insert_run(run(id)).map(|_| id)
+                    store.insert_run(P, run(id), None).map(|_| id)
                 })
             })
             .collect();
@@ -648,7 +831,7 @@ mod tests {
         assert_eq!(ok.len(), 17);
         assert_eq!(conflicts, 15);
         for id in ok {
-            store.run_context(*id)?;
+            store.run_context(P, *id)?;
         }
         Ok(())
     }
@@ -672,13 +855,86 @@ mod tests {
         let id = TraceId::new_random();
         {
             let store = SqliteStore::open(&SqliteOptions::new(&path)).map_err(StoreError::Other)?;
-            store.insert_run(run(id))?;
+            store.insert_run(P, run(id), None)?;
         }
         let store = SqliteStore::open(&SqliteOptions::new(&path)).map_err(StoreError::Other)?;
         assert!(matches!(
-            store.insert_run(run(id)),
+            store.insert_run(P, run(id), None),
             Err(StoreError::Conflict)
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_run_of_another_project_is_not_found() -> Result<(), StoreError> {
+        let store = SqliteStore::open(&SqliteOptions::new(temp_db("projects")))
+            .map_err(StoreError::Other)?;
+        let id = TraceId::new_random();
+        store.insert_run("a", run(id), None)?;
+        assert!(matches!(
+            store.run_context("b", id),
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            store.append_event("b", event(id), None),
+            Err(StoreError::NotFound)
+        ));
+        assert_eq!(store.append_event("a", event(id), None)?, 1);
+        // A trace id is unique across projects.
+        assert!(matches!(
+            store.insert_run("b", run(id), None),
+            Err(StoreError::Conflict)
+        ));
+        Ok(())
+    }
+
+    fn replay(key: &str, hash: u8) -> Replay {
+        Replay {
+            key: key.into(),
+            request_hash: [hash; 32],
+            status: 200,
+            body: b"{}".to_vec(),
+            at_ms: 1_000,
+            expired_before_ms: 0,
+        }
+    }
+
+    #[test]
+    fn an_idempotency_key_is_recorded_with_its_write_and_taken_only_once() -> Result<(), StoreError>
+    {
+        let store =
+            SqliteStore::open(&SqliteOptions::new(temp_db("idem"))).map_err(StoreError::Other)?;
+        let (first, second) = (TraceId::new_random(), TraceId::new_random());
+        store.insert_run(P, run(first), Some(replay("k", 1)))?;
+        assert!(matches!(
+            store.insert_run(P, run(second), Some(replay("k", 2))),
+            Err(StoreError::KeyTaken)
+        ));
+        assert!(
+            matches!(store.run_context(P, second), Err(StoreError::NotFound)),
+            "nothing written"
+        );
+        let stored = store.replay(P, "k", 0)?.expect("remembered");
+        assert_eq!(stored.request_hash, [1; 32]);
+        // Keys are per project, and expire.
+        assert!(store.replay("other", "k", 0)?.is_none());
+        assert!(store.replay(P, "k", 1_001)?.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn an_expired_idempotency_key_may_be_used_again() -> Result<(), StoreError> {
+        let store = SqliteStore::open(&SqliteOptions::new(temp_db("idem-expired")))
+            .map_err(StoreError::Other)?;
+        store.insert_run(P, run(TraceId::new_random()), Some(replay("k", 1)))?;
+        let mut later = replay("k", 2);
+        later.at_ms = 90_000;
+        later.expired_before_ms = 50_000;
+        store.insert_run(P, run(TraceId::new_random()), Some(later))?;
+        assert_eq!(
+            store.replay(P, "k", 0)?.expect("remembered").request_hash,
+            [2; 32]
+        );
         Ok(())
     }
 }
