@@ -5,51 +5,22 @@
 //! the request errors: event_type other than `action_check`, missing fields, unknown and
 //! malformed trace ids, an unusable schema, content that is not JSON.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, transfer_check, transfer_schema, user_event};
+use crate::helpers::{
+    TestApp, absent_and_null_cases, count_rows, is_lowercase_v4_uuid, now_secs, transfer_check,
+    transfer_schema, user_event, with_field,
+};
 
 const UNKNOWN_TRACE: &str = "f4f4f4f4-f4f4-f4f4-f4f4-f4f4f4f4f4f4";
 
-/// A canonical, lowercase, hyphenated v4 UUID.
-fn is_lowercase_v4_uuid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(c),
-        })
-        && b[14] == b'4'
-        && matches!(b[19], b'8' | b'9' | b'a' | b'b')
-}
-
-fn now_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs_f64()
-}
-
-fn count_checks(app: &TestApp) -> i64 {
-    app.db()
-        .query_row("SELECT count(*) FROM checks", [], |r| r.get(0))
-        .expect("count checks")
-}
-
 /// A valid transfer check with `field` set to `value` (`None`: removed).
 fn check_with(trace_id: &str, field: &str, value: Option<Value>) -> Value {
-    let mut b = transfer_check(
+    let body = transfer_check(
         trace_id,
         &json!({"amount": 100, "recipient": "user@example.com"}),
     );
-    let obj = b.as_object_mut().expect("object");
-    match value {
-        Some(v) => obj.insert(field.to_string(), v),
-        None => obj.remove(field),
-    };
-    b
+    with_field(body, field, value)
 }
 
 /// Asserts the verdict's invariants and returns (is_safe, reasoning, findings).
@@ -213,7 +184,11 @@ fn arguments_that_do_not_match_are_a_block_verdict_not_an_error() {
             "{why}: a violation at {path:?} in {violations:?}"
         );
     }
-    assert_eq!(count_checks(&app), total, "unsafe checks are stored too");
+    assert_eq!(
+        count_rows(&app, "checks"),
+        total,
+        "unsafe checks are stored too"
+    );
 }
 
 #[test]
@@ -352,35 +327,19 @@ fn an_event_type_other_than_action_check_is_invalid_field() {
         let resp = app.check(&body);
         resp.assert_error(status, code, Some(param), why);
     }
-    assert_eq!(count_checks(&app), 0);
+    assert_eq!(count_rows(&app, "checks"), 0);
 }
 
 #[test]
 fn each_required_field_that_is_absent_or_null_is_missing_field() {
     let app = TestApp::spawn();
     let trace = app.new_run();
-    let mut cases = Vec::new();
-    for field in ["event_type", "trace_id", "timestamp", "content", "schema"] {
-        cases.push((
-            check_with(&trace, field, None),
-            400,
-            "MISSING_FIELD",
-            field,
-            format!("{field} absent"),
-        ));
-        cases.push((
-            check_with(&trace, field, Some(Value::Null)),
-            400,
-            "MISSING_FIELD",
-            field,
-            format!("{field} null"),
-        ));
-    }
-    for (body, status, code, param, why) in cases {
+    let fields = ["event_type", "trace_id", "timestamp", "content", "schema"];
+    for (body, field, why) in absent_and_null_cases(&fields, |f, v| check_with(&trace, f, v)) {
         let resp = app.check(&body);
-        resp.assert_error(status, code, Some(param), &why);
+        resp.assert_error(400, "MISSING_FIELD", Some(field), &why);
     }
-    assert_eq!(count_checks(&app), 0);
+    assert_eq!(count_rows(&app, "checks"), 0);
 }
 
 #[test]
@@ -431,7 +390,7 @@ fn an_unknown_trace_is_404_and_a_malformed_one_is_400() {
         let resp = app.check(&check_with("", "trace_id", Some(trace_id)));
         resp.assert_error(status, code, Some("trace_id"), why);
     }
-    assert_eq!(count_checks(&app), 0);
+    assert_eq!(count_rows(&app, "checks"), 0);
 }
 
 #[test]
@@ -469,7 +428,7 @@ fn an_unparseable_schema_is_invalid_schema() {
         let resp = app.check(&check_with(&trace, "schema", Some(schema)));
         resp.assert_error(400, "INVALID_SCHEMA", Some("schema"), why);
     }
-    assert_eq!(count_checks(&app), 0);
+    assert_eq!(count_rows(&app, "checks"), 0);
 }
 
 #[test]
@@ -487,7 +446,7 @@ fn content_that_is_not_json_is_invalid_field() {
         let resp = app.check(&check_with(&trace, "content", Some(content)));
         resp.assert_error(400, "INVALID_FIELD", Some("content"), why);
     }
-    assert_eq!(count_checks(&app), 0);
+    assert_eq!(count_rows(&app, "checks"), 0);
 }
 
 #[test]
@@ -566,5 +525,5 @@ fn the_same_request_twice_gets_the_same_verdict() {
             "{why}: each check is its own record"
         );
     }
-    assert_eq!(count_checks(&app), 4);
+    assert_eq!(count_rows(&app, "checks"), 4);
 }

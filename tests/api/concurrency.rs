@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Resp, TestApp, user_event};
+use crate::helpers::{Resp, TestApp, run_count_and_prompt, user_event};
 
 fn registration() -> Value {
     json!({"agent_id": "load-agent", "timestamp": "2024-01-15T14:30:45.123Z",
@@ -137,14 +137,7 @@ fn twenty_simultaneous_registrations_of_one_trace_id_give_one_200_and_nineteen_c
             &format!("client {i}"),
         );
     }
-    let (rows, prompt): (i64, String) = app
-        .db()
-        .query_row(
-            "SELECT count(*), max(system_prompt) FROM runs WHERE trace_id = ?1",
-            [&trace_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("query the run");
+    let (rows, prompt) = run_count_and_prompt(&app, &trace_id);
     assert_eq!(rows, 1, "exactly one row in runs");
     assert!(
         prompt.starts_with("client "),

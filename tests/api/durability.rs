@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Resp, TestApp, fresh_dir, http, parse_response, user_event};
+use crate::helpers::{
+    Resp, TestApp, fresh_dir, head_end, http, parse_response, run_count_and_prompt, user_event,
+};
 
 fn registration(trace_id: &str, prompt: &str) -> Value {
     json!({"agent_id": "durable-agent", "timestamp": "2024-01-15T14:30:45.123Z",
@@ -47,13 +49,13 @@ fn try_request(addr: SocketAddr, path: &str, body: &Value) -> Option<Resp> {
     stream.write_all(body.as_bytes()).ok()?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).ok()?;
-    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let body_start = head_end(&raw)? + 4;
     let resp = parse_response(&raw);
     let announced = resp
         .header("Content-Length")
         .and_then(|v| v.parse::<usize>().ok());
     match announced {
-        Some(len) if raw.len() - (head_end + 4) < len => None,
+        Some(len) if raw.len() - body_start < len => None,
         _ => Some(resp),
     }
 }
@@ -278,14 +280,7 @@ fn a_trace_id_conflict_inside_a_concurrent_batch_fails_alone() {
         others.len(),
         "every non-conflicting registration of the batches is stored"
     );
-    let (rows, prompt): (i64, String) = second
-        .db()
-        .query_row(
-            "SELECT count(*), max(system_prompt) FROM runs WHERE trace_id = ?1",
-            [&taken],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("query the taken run");
+    let (rows, prompt) = run_count_and_prompt(&second, &taken);
     assert_eq!(
         (rows, prompt.as_str()),
         (1, "original"),

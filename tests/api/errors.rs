@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Resp, TestApp, parse_response, transfer_check, user_event};
+use crate::helpers::{Resp, TestApp, head_end, parse_response, transfer_check, user_event};
 
 const ROUTES: [&str; 3] = ["/v1/register-agent-run", "/v1/event", "/v1/check"];
 
@@ -142,12 +142,12 @@ fn send_and_read(
 
 /// True when `raw` holds a complete response head.
 fn head_complete(raw: &[u8]) -> bool {
-    raw.windows(4).any(|w| w == b"\r\n\r\n")
+    head_end(raw).is_some()
 }
 
 /// True when `raw` holds a response head and the body its Content-Length announces.
 fn response_complete(raw: &[u8]) -> bool {
-    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+    let Some(split) = head_end(raw) else {
         return false;
     };
     let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();

@@ -6,11 +6,12 @@
 //! SCHEMA_VALIDATION_FAILED with at most 20 `details` and nothing stored, unknown and malformed
 //! trace ids, missing fields, and the response shape.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, user_event};
+use crate::helpers::{
+    TestApp, absent_and_null_cases, count_rows, is_lowercase_v4_uuid, now_secs, user_event,
+    with_field,
+};
 
 const PATH: &str = "/v1/event";
 
@@ -24,38 +25,7 @@ fn event_with(trace_id: &str, content: Value, schema: Value) -> Value {
 
 /// `user_event(trace_id)` with `field` set to `value` (`None`: removed).
 fn user_with(trace_id: &str, field: &str, value: Option<Value>) -> Value {
-    let mut b = user_event(trace_id);
-    let obj = b.as_object_mut().expect("object");
-    match value {
-        Some(v) => obj.insert(field.to_string(), v),
-        None => obj.remove(field),
-    };
-    b
-}
-
-/// A canonical, lowercase, hyphenated v4 UUID.
-fn is_lowercase_v4_uuid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(c),
-        })
-        && b[14] == b'4'
-        && matches!(b[19], b'8' | b'9' | b'a' | b'b')
-}
-
-fn now_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs_f64()
-}
-
-fn count_events(app: &TestApp) -> i64 {
-    app.db()
-        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-        .expect("count events")
+    with_field(user_event(trace_id), field, value)
 }
 
 /// One stored event's columns, by event_id.
@@ -167,36 +137,19 @@ fn an_unknown_event_type_is_invalid_field() {
         let resp = app.event(&user_with(&trace, "event_type", Some(event_type)));
         resp.assert_error(400, "INVALID_FIELD", Some("event_type"), why);
     }
-    assert_eq!(count_events(&app), 0);
+    assert_eq!(count_rows(&app, "events"), 0);
 }
 
 #[test]
 fn each_required_field_that_is_absent_or_null_is_missing_field() {
     let app = TestApp::spawn();
     let trace = app.new_run();
-    // (body, status, code, param, why)
-    let mut cases = Vec::new();
-    for field in ["event_type", "trace_id", "timestamp", "content", "schema"] {
-        cases.push((
-            user_with(&trace, field, None),
-            400,
-            "MISSING_FIELD",
-            field,
-            format!("{field} absent"),
-        ));
-        cases.push((
-            user_with(&trace, field, Some(Value::Null)),
-            400,
-            "MISSING_FIELD",
-            field,
-            format!("{field} null"),
-        ));
-    }
-    for (body, status, code, param, why) in cases {
+    let fields = ["event_type", "trace_id", "timestamp", "content", "schema"];
+    for (body, field, why) in absent_and_null_cases(&fields, |f, v| user_with(&trace, f, v)) {
         let resp = app.event(&body);
-        resp.assert_error(status, code, Some(param), &why);
+        resp.assert_error(400, "MISSING_FIELD", Some(field), &why);
     }
-    assert_eq!(count_events(&app), 0);
+    assert_eq!(count_rows(&app, "events"), 0);
 }
 
 #[test]
@@ -274,7 +227,7 @@ fn negative_huge_and_zoneless_timestamps_are_rejected() {
             "{why}: code {code}"
         );
     }
-    assert_eq!(count_events(&app), 0);
+    assert_eq!(count_rows(&app, "events"), 0);
 }
 
 #[test]
@@ -375,7 +328,7 @@ fn content_that_is_a_string_but_not_json_is_rejected_with_a_hint_to_stringify() 
             "{why}: the message hints to stringify: {msg}"
         );
     }
-    assert_eq!(count_events(&app), 0);
+    assert_eq!(count_rows(&app, "events"), 0);
 }
 
 #[test]
@@ -418,7 +371,7 @@ fn content_and_schema_of_the_wrong_json_type_are_invalid_field() {
         let resp = app.event(&body);
         resp.assert_error(status, code, Some(param), why);
     }
-    assert_eq!(count_events(&app), 0);
+    assert_eq!(count_rows(&app, "events"), 0);
 }
 
 #[test]
@@ -497,7 +450,7 @@ fn a_function_definition_validates_content_against_its_parameters() {
             }
         }
     }
-    assert_eq!(count_events(&app), accepted);
+    assert_eq!(count_rows(&app, "events"), accepted);
 }
 
 #[test]
@@ -529,7 +482,7 @@ fn a_plain_schema_validates_content_as_a_whole() {
             .is_some_and(|m| !m.is_empty()),
         "a message for the violation: {details:?}"
     );
-    assert_eq!(count_events(&app), 1);
+    assert_eq!(count_rows(&app, "events"), 1);
 }
 
 #[test]
@@ -578,7 +531,7 @@ fn an_unusable_schema_is_invalid_schema() {
             "{why}: no internals in the message: {msg}"
         );
     }
-    assert_eq!(count_events(&app), 0);
+    assert_eq!(count_rows(&app, "events"), 0);
 }
 
 #[test]
@@ -624,7 +577,7 @@ fn schema_violations_are_capped_at_20_details_and_nothing_is_stored() {
     }
     let msg = err["message"].as_str().unwrap_or("");
     assert!(msg.contains("30"), "the message gives the total: {msg}");
-    assert_eq!(count_events(&app), 0, "nothing is stored");
+    assert_eq!(count_rows(&app, "events"), 0, "nothing is stored");
     let last_seq: i64 = app
         .db()
         .query_row(
@@ -697,7 +650,7 @@ fn an_unknown_trace_id_is_404_and_a_malformed_one_is_400() {
             assert_eq!(err["type"], "not_found_error", "{why}: type");
         }
     }
-    assert_eq!(count_events(&app), 0);
+    assert_eq!(count_rows(&app, "events"), 0);
 }
 
 #[test]

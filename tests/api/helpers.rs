@@ -1,7 +1,9 @@
 //! `TestApp::spawn()` starts the real server on port 0 with a fresh temporary database and
 //! gives back its address; one method per endpoint; `post_raw` for malformed requests; `db()`
 //! for direct reads of the file. A tiny HTTP/1.1 client over `TcpStream` (one request per
-//! connection, `Connection: close`) keeps the tests free of client-library behaviour.
+//! connection, `Connection: close`) keeps the tests free of client-library behaviour. Checks
+//! and builders that more than one test file needs (`is_lowercase_v4_uuid`, `with_field`,
+//! `count_rows`, ...) live here too, so that the files do not copy them.
 
 #![allow(dead_code)]
 
@@ -10,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -223,6 +225,77 @@ pub fn transfer_check(trace_id: &str, args: &Value) -> Value {
            "content": args.to_string(), "schema": transfer_schema().to_string()})
 }
 
+/// A canonical, lowercase, hyphenated UUID whose version is 4 and variant RFC 4122.
+pub fn is_lowercase_v4_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(c),
+        })
+        && b[14] == b'4'
+        && matches!(b[19], b'8' | b'9' | b'a' | b'b')
+}
+
+/// The current time in Unix seconds, with the fraction.
+pub fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// `body` (a JSON object) with `field` set to `value` (`None`: removed).
+pub fn with_field(mut body: Value, field: &str, value: Option<Value>) -> Value {
+    let obj = body.as_object_mut().expect("object");
+    match value {
+        Some(v) => obj.insert(field.to_string(), v),
+        None => obj.remove(field),
+    };
+    body
+}
+
+/// The MISSING_FIELD cases of a table: for each of `fields`, the bodies `make(field, None)`
+/// (absent) and `make(field, Some(null))`, each with the field and a label (`"{field} absent"`,
+/// `"{field} null"`).
+pub fn absent_and_null_cases<'f>(
+    fields: &[&'f str],
+    make: impl Fn(&str, Option<Value>) -> Value,
+) -> Vec<(Value, &'f str, String)> {
+    fields
+        .iter()
+        .flat_map(|&field| {
+            [
+                (make(field, None), field, format!("{field} absent")),
+                (
+                    make(field, Some(Value::Null)),
+                    field,
+                    format!("{field} null"),
+                ),
+            ]
+        })
+        .collect()
+}
+
+/// How many rows `table` of `app`'s database holds (`table` is a test constant, never input).
+pub fn count_rows(app: &TestApp, table: &str) -> i64 {
+    app.db()
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("count the rows of {table}: {e}"))
+}
+
+/// The number of stored runs with `trace_id` and the system prompt stored for it (the
+/// greatest, were there several).
+pub fn run_count_and_prompt(app: &TestApp, trace_id: &str) -> (i64, String) {
+    app.db()
+        .query_row(
+            "SELECT count(*), max(system_prompt) FROM runs WHERE trace_id = ?1",
+            [trace_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap_or_else(|e| panic!("query the run {trace_id}: {e}"))
+}
+
 /// A parsed HTTP response.
 #[derive(Debug)]
 pub struct Resp {
@@ -306,17 +379,20 @@ pub fn http(
     parse_response(&raw)
 }
 
+/// Where the response head in `raw` ends: the index of the `\r\n\r\n` that closes it (`None`
+/// while the head is incomplete).
+pub fn head_end(raw: &[u8]) -> Option<usize> {
+    raw.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
 /// Parses a complete HTTP/1.1 response (Content-Length or to EOF).
 pub fn parse_response(raw: &[u8]) -> Resp {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| {
-            panic!(
-                "no complete response head in {:?}",
-                String::from_utf8_lossy(raw)
-            )
-        });
+    let split = head_end(raw).unwrap_or_else(|| {
+        panic!(
+            "no complete response head in {:?}",
+            String::from_utf8_lossy(raw)
+        )
+    });
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or("");

@@ -9,7 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{
+    TestApp, absent_and_null_cases, count_rows, is_lowercase_v4_uuid, with_field,
+};
 
 /// A valid registration body.
 fn body() -> Value {
@@ -19,25 +21,7 @@ fn body() -> Value {
 
 /// `body()` with `field` set to `value` (`None`: removed).
 fn with(field: &str, value: Option<Value>) -> Value {
-    let mut b = body();
-    let obj = b.as_object_mut().expect("object");
-    match value {
-        Some(v) => obj.insert(field.to_string(), v),
-        None => obj.remove(field),
-    };
-    b
-}
-
-/// A canonical, lowercase, hyphenated UUID whose version is 4 and variant RFC 4122.
-fn is_lowercase_v4_uuid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(c),
-        })
-        && b[14] == b'4'
-        && matches!(b[19], b'8' | b'9' | b'a' | b'b')
+    with_field(body(), field, value)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -105,12 +89,6 @@ fn stored_run(app: &TestApp, trace_id: &str) -> Option<(String, String, String, 
             r.get(3).expect("received_at"),
         )
     })
-}
-
-fn count_runs(app: &TestApp) -> i64 {
-    app.db()
-        .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
-        .expect("count runs")
 }
 
 #[test]
@@ -185,7 +163,7 @@ fn two_registrations_get_distinct_trace_ids() {
     let b = app.register(&body()).json();
 
     assert_ne!(a["trace_id"], b["trace_id"]);
-    assert_eq!(count_runs(&app), 2);
+    assert_eq!(count_rows(&app, "runs"), 2);
 }
 
 #[test]
@@ -247,7 +225,7 @@ fn the_run_is_stored_with_agent_id_started_at_and_system_prompt_verbatim() {
             "{why}: received_at is the answered receipt time"
         );
     }
-    assert_eq!(count_runs(&app), cases.len() as i64);
+    assert_eq!(count_rows(&app, "runs"), cases.len() as i64);
 }
 
 #[test]
@@ -328,7 +306,7 @@ fn a_reused_client_trace_id_is_409_and_the_run_is_untouched() {
             "{why}: the stored run is untouched"
         );
     }
-    assert_eq!(count_runs(&app), 1);
+    assert_eq!(count_rows(&app, "runs"), 1);
 }
 
 #[test]
@@ -356,7 +334,11 @@ fn an_agent_id_of_256_characters_is_accepted_and_257_is_rejected() {
         let resp = app.register(&with("agent_id", Some(json!(agent_id))));
         resp.assert_error(400, "INVALID_FIELD", Some("agent_id"), why);
     }
-    assert_eq!(count_runs(&app), 2, "only the two valid runs are stored");
+    assert_eq!(
+        count_rows(&app, "runs"),
+        2,
+        "only the two valid runs are stored"
+    );
 }
 
 #[test]
@@ -377,7 +359,7 @@ fn an_agent_id_with_a_control_character_is_rejected() {
         let err = resp.assert_error(400, "INVALID_FIELD", Some("agent_id"), why);
         assert_eq!(err["type"], "invalid_request_error", "{why}: type");
     }
-    assert_eq!(count_runs(&app), 0);
+    assert_eq!(count_rows(&app, "runs"), 0);
 }
 
 #[test]
@@ -402,7 +384,7 @@ fn timestamps_with_a_zone_and_any_fractional_precision_are_accepted() {
         let resp = app.register(&with("timestamp", Some(json!(ts))));
         assert_eq!(resp.status, 200, "{why} ({ts}): body {}", resp.text());
     }
-    assert_eq!(count_runs(&app), cases.len() as i64);
+    assert_eq!(count_rows(&app, "runs"), cases.len() as i64);
 }
 
 #[test]
@@ -440,47 +422,29 @@ fn timestamps_without_a_zone_or_that_are_not_date_times_are_rejected() {
             );
         }
     }
-    assert_eq!(count_runs(&app), 0);
+    assert_eq!(count_rows(&app, "runs"), 0);
 }
 
 #[test]
 fn each_required_field_that_is_absent_or_null_is_missing_field() {
     let app = TestApp::spawn();
-    // (body, status, code, param, why)
-    let mut cases = Vec::new();
-    for field in ["agent_id", "timestamp", "system_prompt"] {
-        cases.push((
-            with(field, None),
-            400,
-            "MISSING_FIELD",
-            field,
-            format!("{field} absent"),
-        ));
-        cases.push((
-            with(field, Some(Value::Null)),
-            400,
-            "MISSING_FIELD",
-            field,
-            format!("{field} null"),
-        ));
-    }
+    // (body, param, why)
+    let mut cases = absent_and_null_cases(&["agent_id", "timestamp", "system_prompt"], with);
     cases.push((
         json!({}),
-        400,
-        "MISSING_FIELD",
         "agent_id",
         "empty object: the first field of the table".to_string(),
     ));
-    for (body, status, code, param, why) in cases {
+    for (body, param, why) in cases {
         let resp = app.register(&body);
-        let err = resp.assert_error(status, code, Some(param), &why);
+        let err = resp.assert_error(400, "MISSING_FIELD", Some(param), &why);
         let msg = err["message"].as_str().unwrap_or("");
         assert!(
             msg.contains(param),
             "{why}: the message names the field: {msg}"
         );
     }
-    assert_eq!(count_runs(&app), 0);
+    assert_eq!(count_rows(&app, "runs"), 0);
 }
 
 #[test]
@@ -570,7 +534,7 @@ fn fields_of_the_wrong_type_are_invalid_field_naming_the_field() {
         let resp = app.register(&body);
         resp.assert_error(status, code, Some(param), why);
     }
-    assert_eq!(count_runs(&app), 0);
+    assert_eq!(count_rows(&app, "runs"), 0);
 }
 
 #[test]
@@ -597,7 +561,7 @@ fn a_malformed_trace_id_is_invalid_field() {
         let resp = app.register(&with("trace_id", Some(json!(trace_id))));
         resp.assert_error(400, "INVALID_FIELD", Some("trace_id"), why);
     }
-    assert_eq!(count_runs(&app), 0);
+    assert_eq!(count_rows(&app, "runs"), 0);
 }
 
 #[test]
