@@ -109,74 +109,62 @@ pub struct JsonField {
     pub value: Value,
 }
 
-impl JsonField {
-    fn parse_content(raw: Option<&RawValue>, field: &'static str) -> Result<Self, FieldError> {
-        let raw = raw.ok_or(FieldError::Missing(field))?;
-        let text = raw.get();
-        if text.starts_with('"') {
-            let s: String = serde_json::from_str(text)
-                .map_err(|e| FieldError::Invalid(field, format!("{field} is not a string: {e}")))?;
-            let value = serde_json::from_str(&s).map_err(|e| {
-                FieldError::Invalid(
-                    field,
-                    format!(
-                        "{field} must be stringified JSON, e.g. JSON.stringify({{\"message\": \"hi\"}}) \
-                         or json.dumps(...); this string is not JSON ({e})"
-                    ),
-                )
-            })?;
-            Ok(JsonField {
-                text: s,
-                form: JsonForm::String,
-                value,
-            })
-        } else if text.starts_with('{') || text.starts_with('[') {
-            let value = serde_json::from_str(text)
-                .map_err(|e| FieldError::Invalid(field, format!("{field} is not JSON: {e}")))?;
-            Ok(JsonField {
-                text: text.to_string(),
-                form: JsonForm::Json,
-                value,
-            })
-        } else {
-            Err(FieldError::Invalid(
-                field,
-                format!("{field} must be a string holding JSON, or a JSON object or array"),
-            ))
-        }
-    }
+/// How one JSON-carrying field is read.
+struct FieldRule {
+    field: &'static str,
+    /// Whether JSON sent directly may be an array (content) or only an object (schema).
+    direct_arrays: bool,
+    /// The error for a string that holds no JSON.
+    not_json: fn(serde_json::Error) -> FieldError,
+    /// The error for any other JSON type.
+    wrong_type: &'static str,
+}
 
-    fn parse_schema(raw: Option<&RawValue>) -> Result<Self, FieldError> {
-        let raw = raw.ok_or(FieldError::Missing("schema"))?;
-        let text = raw.get();
-        if text.starts_with('"') {
-            let s: String = serde_json::from_str(text).map_err(|e| {
-                FieldError::Invalid("schema", format!("schema is not a string: {e}"))
-            })?;
-            let value = serde_json::from_str(&s).map_err(|e| {
-                FieldError::InvalidSchema(format!(
-                    "schema must be a stringified JSON Schema; this string is not JSON ({e})"
-                ))
-            })?;
-            Ok(JsonField {
-                text: s,
-                form: JsonForm::String,
-                value,
-            })
-        } else if text.starts_with('{') {
-            let value = serde_json::from_str(text)
-                .map_err(|e| FieldError::Invalid("schema", format!("schema is not JSON: {e}")))?;
-            Ok(JsonField {
-                text: text.to_string(),
-                form: JsonForm::Json,
-                value,
-            })
+const CONTENT: FieldRule = FieldRule {
+    field: "content",
+    direct_arrays: true,
+    not_json: |e| {
+        FieldError::Invalid(
+            "content",
+            format!(
+                "content must be stringified JSON, e.g. JSON.stringify({{\"message\": \"hi\"}}) \
+                 or json.dumps(...); this string is not JSON ({e})"
+            ),
+        )
+    },
+    wrong_type: "content must be a string holding JSON, or a JSON object or array",
+};
+
+const SCHEMA: FieldRule = FieldRule {
+    field: "schema",
+    direct_arrays: false,
+    not_json: |e| {
+        FieldError::InvalidSchema(format!(
+            "schema must be a stringified JSON Schema; this string is not JSON ({e})"
+        ))
+    },
+    wrong_type: "schema must be a string holding a JSON Schema, or a JSON object",
+};
+
+impl JsonField {
+    /// Reads a field sent as a string holding JSON, or as JSON directly, keeping its text.
+    fn parse(raw: Option<&RawValue>, rule: &FieldRule) -> Result<Self, FieldError> {
+        let field = rule.field;
+        let raw = raw.ok_or(FieldError::Missing(field))?.get();
+        let (text, form) = if raw.starts_with('"') {
+            let s = serde_json::from_str::<String>(raw)
+                .map_err(|e| FieldError::Invalid(field, format!("{field} is not a string: {e}")))?;
+            (s, JsonForm::String)
+        } else if raw.starts_with('{') || (rule.direct_arrays && raw.starts_with('[')) {
+            (raw.to_string(), JsonForm::Json)
         } else {
-            Err(FieldError::Invalid(
-                "schema",
-                "schema must be a string holding a JSON Schema, or a JSON object".to_string(),
-            ))
-        }
+            return Err(FieldError::Invalid(field, rule.wrong_type.to_string()));
+        };
+        let value = serde_json::from_str(&text).map_err(|e| match form {
+            JsonForm::String => (rule.not_json)(e),
+            JsonForm::Json => FieldError::Invalid(field, format!("{field} is not JSON: {e}")),
+        })?;
+        Ok(JsonField { text, form, value })
     }
 }
 
@@ -302,8 +290,8 @@ impl EventWire<'_> {
         let trace_id = trace_id(&self.trace_id)?;
         let occurred_at = parse_event_timestamp(required(&self.timestamp, "timestamp")?)
             .map_err(|m| FieldError::Invalid("timestamp", m))?;
-        let content = JsonField::parse_content(self.content, "content")?;
-        let schema = JsonField::parse_schema(self.schema)?;
+        let content = JsonField::parse(self.content, &CONTENT)?;
+        let schema = JsonField::parse(self.schema, &SCHEMA)?;
         Ok((trace_id, occurred_at, content, schema))
     }
 
