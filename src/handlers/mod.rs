@@ -65,8 +65,8 @@ impl Call<'_> {
     }
 }
 
-/// Calls the handler of `route`. For `/v1` routes: authenticate (401), authorize (403), count
-/// against the rate limit (429), then read the body (415/413) and honour `Idempotency-Key`.
+/// Calls the handler of `route`. For `/v1` routes: authenticate (401), count against the rate
+/// limit (429), authorize (403), then read the body (415/413) and honour `Idempotency-Key`.
 /// Bodies are read only after all that, so a 404, 405, 401 or 429 never reads one; `body_read`
 /// is set once the body has been read to its end. Returns the rate-limit decision (for the
 /// headers of the response, error or not) with the outcome.
@@ -83,16 +83,17 @@ pub fn dispatch(
         Route::Event => events::log_event,
         Route::Check => checks::check,
     };
-    let principal = match access::authenticate(app, req).and_then(|p| {
-        access::authorize(&p, route)?;
-        Ok(p)
-    }) {
+    let principal = match access::authenticate(app, req) {
         Ok(p) => p,
         Err(e) => return (None, Err(e)),
     };
+    // Every authenticated request counts, a refused one (403) too.
     let decision = access::rate_limit(app, &principal);
     if let Some(d) = decision.filter(|d| !d.allowed) {
         return (decision, Err(access::rate_limited(&d)));
+    }
+    if let Err(e) = access::authorize(&principal, route) {
+        return (decision, Err(e));
     }
     let outcome = (|| {
         let body = read_body(req, app.max_body_bytes)?;

@@ -8,6 +8,7 @@
 
 mod helpers;
 
+mod access;
 mod check;
 mod cli;
 mod concurrency;
