@@ -66,6 +66,8 @@ CREATE TABLE checks (
     reasoning      TEXT    NOT NULL CHECK (reasoning <> ''),
     -- the findings as a JSON array of {rule, severity, message, evidence}
     findings       TEXT    NOT NULL CHECK (json_valid(findings)),
+    -- 1 when the action passed only thanks to a logged approval, which it used up
+    consumed_approval INTEGER NOT NULL DEFAULT 0 CHECK (consumed_approval IN (0, 1)),
     UNIQUE (trace_id, seq)
 ) STRICT;
 

@@ -115,6 +115,10 @@ struct ServeArgs {
     #[arg(long, env = vars::IDEMPOTENCY_TTL_SECS, default_value_t = 86_400, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..))]
     idempotency_ttl_secs: u64,
+
+    /// Policy file (TOML); without one the built-in default policy applies.
+    #[arg(long, env = vars::POLICY, value_name = "FILE")]
+    policy: Option<PathBuf>,
 }
 
 /// Runs the parsed command line.
@@ -221,6 +225,7 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         write_batch: usize::from(args.write_batch),
         allow_open: args.allow_open,
         idempotency_ttl: Duration::from_secs(args.idempotency_ttl_secs),
+        policy: args.policy,
     };
     let server = Server::bind(&config)?;
     let handle = server.shutdown_handle();

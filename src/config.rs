@@ -24,6 +24,8 @@ pub mod vars {
     pub const ALLOW_OPEN: &str = "RUNWARDEN_ALLOW_OPEN";
     /// `--idempotency-ttl-secs`: how long `Idempotency-Key` answers are kept.
     pub const IDEMPOTENCY_TTL_SECS: &str = "RUNWARDEN_IDEMPOTENCY_TTL_SECS";
+    /// `--policy`: the policy file.
+    pub const POLICY: &str = "RUNWARDEN_POLICY";
 }
 
 /// Validated settings of the server.
@@ -45,6 +47,8 @@ pub struct ServeConfig {
     pub allow_open: bool,
     /// How long `Idempotency-Key` answers are kept.
     pub idempotency_ttl: Duration,
+    /// The policy file; `None` for the built-in default.
+    pub policy: Option<PathBuf>,
 }
 
 /// The default number of worker threads: 8 per core, between 8 and 64. Workers spend most of

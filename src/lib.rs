@@ -7,6 +7,7 @@
 //! - [`http`]: routing, request reading (Content-Type, capped body), responses.
 //! - [`handlers`]: one module per resource, thin: wire → domain → engine/store → reply.
 //! - [`domain`]: validated values (ids, time, events, schemas); pure.
+//! - [`policy`]: policy files (TOML) and the policy in force for an agent.
 //! - [`engine`]: the check engine, one rule per file; pure and deterministic.
 //! - [`store`]: the `Store` interface and its SQLite backend (group commit).
 //! - [`auth`]: API keys, projects, permissions; [`ratelimit`]: per-key limits in memory.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod handlers;
 pub mod http;
 pub mod nudge;
+pub mod policy;
 pub mod ratelimit;
 pub mod server;
 pub mod store;

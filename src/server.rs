@@ -19,11 +19,13 @@ use crate::domain::schema_cache::SchemaCache;
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::handlers::access::{LastUsed, rate_headers};
+use crate::handlers::run_states::RunStates;
 use crate::handlers::{App, dispatch};
 use crate::http::request::request_id;
 use crate::http::response::Reply;
 use crate::http::router::route;
 use crate::nudge::Nudger;
+use crate::policy::Policy;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
@@ -55,6 +57,13 @@ impl ShutdownHandle {
             }
         }
     }
+}
+
+/// Reads and parses a policy file; errors name the file and the line.
+pub fn load_policy(path: &std::path::Path) -> Result<Policy, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the policy {}: {e}", path.display()))?;
+    Policy::parse(&text).map_err(|e| format!("policy {}: {e}", path.display()))
 }
 
 impl Server {
@@ -89,6 +98,11 @@ impl Server {
         let app = App {
             store: Arc::new(store),
             engine: Engine::default(),
+            policy: config
+                .policy
+                .clone()
+                .map_or_else(|| Ok(Policy::default()), |path| load_policy(&path))?,
+            states: RunStates::default(),
             max_body_bytes: config.max_body_bytes,
             schemas: SchemaCache::default(),
             open_allowed,

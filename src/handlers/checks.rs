@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use super::{App, Call, compile_schema, parse_json};
 use crate::domain::event::EventWire;
 use crate::domain::time::unix_seconds_millis;
-use crate::engine::{Action, Finding};
+use crate::engine::{Action, CheckContext, Finding};
 use crate::error::ApiError;
 use crate::http::response::Reply;
 use crate::store::{RecordedCheck, StoreError};
@@ -31,38 +31,54 @@ pub fn check(app: &App, call: &Call<'_>) -> Result<Reply, ApiError> {
     let check = parse_json::<EventWire>(call.body)?.parse_check(OffsetDateTime::now_utc())?;
     let schema = compile_schema(app, &check.schema)?;
     let project = &call.principal.project;
-    let run = app
-        .store
-        .run_context(project, check.trace_id)
-        .map_err(not_found)?;
+    let trace_id = check.trace_id;
     let tool_name = schema.tool_name().unwrap_or(UNNAMED_TOOL).to_string();
-    let verdict = app.engine.check(
-        &run,
-        &Action {
-            tool_name: &tool_name,
-            arguments: &check.content.value,
-            schema: &schema,
-        },
-    );
+    let entry = app
+        .states
+        .get(app.store.as_ref(), &app.policy, project, trace_id)
+        .map_err(not_found)?;
+    // Judge and update the run's state under its lock, so two checks of one run see each
+    // other (an approval is used once; repetitions count); write after releasing it, so that
+    // checks of one run still share a group commit.
+    let verdict = {
+        let mut e = entry.lock().unwrap_or_else(|p| p.into_inner());
+        let e = &mut *e;
+        let verdict = app.engine.check(&CheckContext {
+            run: &e.run,
+            state: &e.state,
+            policy: &e.policy,
+            action: &Action {
+                tool_name: &tool_name,
+                arguments: &check.content.value,
+                schema: &schema,
+            },
+        });
+        e.state
+            .on_check(&tool_name, &check.content.value, verdict.consumed_approval);
+        verdict
+    };
     let action_check_id = check.check_id.to_string();
     let timestamp = unix_seconds_millis(check.received_at);
+    let body = serde_json::to_vec(&Judged {
+        is_safe: verdict.is_safe,
+        reasoning: &verdict.reasoning,
+        action_check_id,
+        timestamp,
+        findings: &verdict.findings,
+    })
+    .map_err(ApiError::internal)?;
+    let replay = call.replay(200, &body);
     let recorded = RecordedCheck {
         check,
         tool_name,
         verdict,
     };
-    let body = serde_json::to_vec(&Judged {
-        is_safe: recorded.verdict.is_safe,
-        reasoning: &recorded.verdict.reasoning,
-        action_check_id,
-        timestamp,
-        findings: &recorded.verdict.findings,
-    })
-    .map_err(ApiError::internal)?;
-    let replay = call.replay(200, &body);
-    app.store
-        .record_check(project, recorded, replay)
-        .map_err(not_found)?;
+    if let Err(e) = app.store.record_check(project, recorded, replay) {
+        // The state counted a check that is not stored: load it afresh next time.
+        app.states.forget(trace_id);
+        return Err(not_found(e));
+    }
+    drop(entry);
     Ok(Reply {
         status: 200,
         body,

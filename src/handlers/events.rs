@@ -4,7 +4,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{App, Call, compile_schema, parse_json};
-use crate::domain::event::EventWire;
+use crate::domain::event::{EventType, EventWire};
 use crate::domain::time::unix_seconds_millis;
 use crate::error::{ApiError, MAX_DETAILS};
 use crate::http::response::Reply;
@@ -33,11 +33,19 @@ pub fn log_event(app: &App, call: &Call<'_>) -> Result<Reply, ApiError> {
         },
     )?;
     let replay = call.replay(answer.status, &answer.body);
+    let (trace_id, event_type) = (event.trace_id, event.event_type);
+    // Only system events change a run's derived state (approvals); keep their content.
+    let content = (event_type == EventType::System).then(|| event.content.value.clone());
     match app
         .store
         .append_event(&call.principal.project, event, replay)
     {
-        Ok(_seq) => Ok(answer),
+        Ok(seq) => {
+            if let Some(content) = content {
+                app.states.on_event(trace_id, seq, event_type, &content);
+            }
+            Ok(answer)
+        }
         Err(StoreError::NotFound) => Err(ApiError::trace_not_found()),
         Err(e) => Err(e.into()),
     }

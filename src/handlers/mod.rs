@@ -6,6 +6,7 @@ pub mod access;
 pub mod checks;
 pub mod events;
 pub mod ops;
+pub mod run_states;
 pub mod runs;
 
 use std::sync::Arc;
@@ -23,9 +24,11 @@ use crate::error::{ApiError, ErrorCode};
 use crate::http::request::read_body;
 use crate::http::response::Reply;
 use crate::http::router::Route;
+use crate::policy::Policy;
 use crate::ratelimit::{Decision, RateLimiter};
 use crate::store::{Replay, Store};
 use access::{Idempotency, LastUsed};
+use run_states::RunStates;
 
 /// What every handler shares.
 pub struct App {
@@ -33,6 +36,10 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// The rules that judge actions.
     pub engine: Engine,
+    /// The policy file in force (or the built-in default).
+    pub policy: Policy,
+    /// The derived state of recently used runs.
+    pub states: RunStates,
     /// The largest accepted request body, in bytes.
     pub max_body_bytes: u64,
     /// Compiled schemas, so a schema seen before is not compiled again.

@@ -12,6 +12,7 @@ use std::fmt;
 use crate::auth::ApiKey;
 use crate::domain::event::{NewCheck, NewEvent, NewRun};
 use crate::domain::ids::TraceId;
+use crate::engine::state::HistoryItem;
 use crate::engine::{RunContext, Verdict};
 
 /// A check together with the verdict it got, as stored.
@@ -119,6 +120,14 @@ pub trait Store: Send + Sync {
 
     /// What the check engine needs to know of a run of `project`.
     fn run_context(&self, project: &str, trace_id: TraceId) -> Result<RunContext, StoreError>;
+
+    /// A run of `project` and the part of its history its derived state is built from
+    /// (system events and checks), in sequence order.
+    fn run_history(
+        &self,
+        project: &str,
+        trace_id: TraceId,
+    ) -> Result<(RunContext, Vec<HistoryItem>), StoreError>;
 
     /// The answer remembered for `key` in `project`, unless older than `not_before_ms`.
     fn replay(

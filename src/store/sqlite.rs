@@ -22,10 +22,12 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::{RecordedCheck, Replay, Store, StoreError, StoredReplay};
 use crate::auth::{ApiKey, KeyType};
+use crate::domain::event::EventType;
 use crate::domain::event::{NewEvent, NewRun};
 use crate::domain::ids::TraceId;
 use crate::domain::time::format_millis_utc;
 use crate::engine::RunContext;
+use crate::engine::state::HistoryItem;
 
 /// The embedded database definition.
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
@@ -241,6 +243,57 @@ impl Store for SqliteStore {
                     system_prompt: r.get(1)?,
                 })
             })
+        })
+    }
+
+    fn run_history(
+        &self,
+        project: &str,
+        trace_id: TraceId,
+    ) -> Result<(RunContext, Vec<HistoryItem>), StoreError> {
+        self.read(|conn| {
+            let id = trace_id.to_string();
+            let run = conn
+                .prepare_cached(
+                    "SELECT agent_id, system_prompt FROM runs WHERE trace_id = ?1 AND project = ?2",
+                )?
+                .query_row(params![id, project], |r| {
+                    Ok(RunContext {
+                        agent_id: r.get(0)?,
+                        system_prompt: r.get(1)?,
+                    })
+                })?;
+            // Only what the derived state is made of: system events (approvals) and checks.
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, 0, content, NULL, 0 FROM events
+                  WHERE trace_id = ?1 AND event_type = 'system'
+                 UNION ALL
+                 SELECT seq, 1, content, tool_name, consumed_approval FROM checks
+                  WHERE trace_id = ?1
+                 ORDER BY 1",
+            )?;
+            let items = stmt
+                .query_map([&id], |r| {
+                    let seq: i64 = r.get(0)?;
+                    let is_check: bool = r.get(1)?;
+                    let content: String = r.get(2)?;
+                    let value = serde_json::from_str(&content).unwrap_or(serde_json::Value::Null);
+                    Ok(if is_check {
+                        HistoryItem::Check {
+                            tool: r.get(3)?,
+                            arguments: value,
+                            consumed_approval: r.get(4)?,
+                        }
+                    } else {
+                        HistoryItem::Event {
+                            seq: seq.max(0) as u64,
+                            event_type: EventType::System,
+                            content: value,
+                        }
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((run, items))
         })
     }
 
@@ -608,8 +661,8 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<u64, StoreError> {
             conn.prepare_cached(
                 "INSERT INTO checks (check_id, trace_id, seq, tool_name, occurred_at,
                                      received_at_ms, content, content_form, schema, schema_form,
-                                     is_safe, reasoning, findings)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                                     is_safe, reasoning, findings, consumed_approval)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?
             .execute(params![
                 c.check_id.to_string(),
@@ -625,6 +678,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<u64, StoreError> {
                 rc.verdict.is_safe,
                 rc.verdict.reasoning,
                 findings,
+                rc.verdict.consumed_approval,
             ])?;
             seq
         }

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::engine::{Action, Finding, Rule, RunContext, Severity};
+use crate::engine::{CheckContext, Finding, Rule, Severity};
 use crate::error::MAX_DETAILS;
 
 /// See the module doc.
@@ -19,7 +19,8 @@ impl Rule for SchemaMismatch {
         "arguments match the declared parameters"
     }
 
-    fn evaluate(&self, _run: &RunContext, action: &Action<'_>) -> Vec<Finding> {
+    fn evaluate(&self, ctx: &CheckContext<'_>) -> Vec<Finding> {
+        let action = ctx.action;
         let (violations, total) = action.schema.violations(action.arguments, MAX_DETAILS);
         if total == 0 {
             return Vec::new();
@@ -51,23 +52,15 @@ impl Rule for SchemaMismatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::schema::CompiledSchema;
+    use crate::engine::test_support::Case;
     use serde_json::{Value, json};
 
     fn findings(schema: Value, args: Value) -> Vec<Finding> {
-        let schema = CompiledSchema::compile(&schema).expect("schema");
-        let run = RunContext {
-            agent_id: "a".into(),
-            system_prompt: String::new(),
-        };
-        SchemaMismatch.evaluate(
-            &run,
-            &Action {
-                tool_name: "t",
-                arguments: &args,
-                schema: &schema,
-            },
-        )
+        Case {
+            schema,
+            ..Case::default()
+        }
+        .findings(&SchemaMismatch, "t", args)
     }
 
     fn transfer() -> Value {

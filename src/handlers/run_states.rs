@@ -1,0 +1,109 @@
+//! The derived state of recently used runs, in memory, so a check costs the same whatever the
+//! length of its run's history. A run not in memory is loaded once from the store
+//! (`Store::run_history`: its system events and checks) and kept up to date by the event and
+//! check handlers. At most [`RunStates::CAPACITY`] runs are kept; runs not in use go first.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use crate::domain::event::EventType;
+use crate::domain::ids::TraceId;
+use crate::engine::RunContext;
+use crate::engine::state::RunState;
+use crate::policy::{AgentPolicy, Policy};
+use crate::store::{Store, StoreError};
+
+/// One run in memory.
+pub struct RunEntry {
+    /// The run's project (a run of another project is not found).
+    pub project: String,
+    /// The run.
+    pub run: RunContext,
+    /// The policy in force for its agent.
+    pub policy: AgentPolicy,
+    /// Its derived state.
+    pub state: RunState,
+}
+
+/// See the module doc.
+#[derive(Default)]
+pub struct RunStates {
+    runs: Mutex<HashMap<TraceId, Arc<Mutex<RunEntry>>>>,
+}
+
+impl RunStates {
+    /// The most runs kept in memory.
+    pub const CAPACITY: usize = 10_000;
+
+    /// The run's entry, loaded from `store` if it is not in memory. `NotFound` if the run does
+    /// not exist in `project`. Holding the returned `Arc` keeps the entry from being evicted.
+    pub fn get(
+        &self,
+        store: &dyn Store,
+        policy: &Policy,
+        project: &str,
+        trace_id: TraceId,
+    ) -> Result<Arc<Mutex<RunEntry>>, StoreError> {
+        if let Some(entry) = self.lock().get(&trace_id).cloned() {
+            let same_project = entry.lock().map(|e| e.project == project).unwrap_or(false);
+            return if same_project {
+                Ok(entry)
+            } else {
+                Err(StoreError::NotFound)
+            };
+        }
+        // Loaded outside the map's lock; if two requests load the same run at once, the first
+        // one inserted wins and both use it.
+        let (run, history) = store.run_history(project, trace_id)?;
+        let entry = RunEntry {
+            project: project.to_string(),
+            policy: policy.for_agent(&run.agent_id),
+            state: RunState::rebuild(&run.system_prompt, history),
+            run,
+        };
+        let mut runs = self.lock();
+        if runs.len() >= Self::CAPACITY {
+            evict(&mut runs);
+        }
+        Ok(Arc::clone(
+            runs.entry(trace_id)
+                .or_insert_with(|| Arc::new(Mutex::new(entry))),
+        ))
+    }
+
+    /// Applies a stored event to the run's state, if the run is in memory (otherwise the event
+    /// is part of the history it will be loaded from).
+    pub fn on_event(&self, trace_id: TraceId, seq: u64, event_type: EventType, content: &Value) {
+        let entry = self.lock().get(&trace_id).cloned();
+        if let Some(entry) = entry
+            && let Ok(mut e) = entry.lock()
+        {
+            e.state.on_event(seq, event_type, content);
+        }
+    }
+
+    /// Forgets a run, so that it is loaded afresh from the store next time (after a write
+    /// whose effect on the state could not be confirmed).
+    pub fn forget(&self, trace_id: TraceId) {
+        self.lock().remove(&trace_id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TraceId, Arc<Mutex<RunEntry>>>> {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Drops a quarter of the entries not in use (nobody else holds their `Arc`).
+fn evict(runs: &mut HashMap<TraceId, Arc<Mutex<RunEntry>>>) {
+    let idle: Vec<TraceId> = runs
+        .iter()
+        .filter(|(_, e)| Arc::strong_count(e) == 1)
+        .map(|(id, _)| *id)
+        .take(RunStates::CAPACITY / 4)
+        .collect();
+    for id in idle {
+        runs.remove(&id);
+    }
+}
