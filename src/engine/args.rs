@@ -79,6 +79,33 @@ pub fn as_number(v: &Value) -> Option<f64> {
     }
 }
 
+/// The host of a URL (`scheme://[user@]host[:port][/…]`), lowercased, without brackets for
+/// IPv6; `None` if `s` is not such a URL.
+pub fn url_host(s: &str) -> Option<String> {
+    let (scheme, rest) = s.trim().split_once("://")?;
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split_once(']')?.0
+    } else {
+        host_port.split(':').next()?
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+/// Whether `host` is `domain` or one of its subdomains.
+pub fn in_domain(host: &str, domain: &str) -> bool {
+    host == domain || host.strip_suffix(domain).is_some_and(|h| h.ends_with('.'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +135,29 @@ mod tests {
         assert_eq!(at_path(&args, "payee.iban"), Some(&json!("DE89")));
         assert_eq!(at_path(&args, "items.0.qty"), Some(&json!(2)));
         assert_eq!(at_path(&args, "payee.bic"), None);
+    }
+
+    #[test]
+    fn url_hosts_are_found_behind_userinfo_ports_and_brackets() {
+        for (url, want) in [
+            ("https://Api.Example.com/v1?q=1", Some("api.example.com")),
+            ("http://user:pw@evil.net:8080/x", Some("evil.net")),
+            ("http://[::1]:80/", Some("::1")),
+            ("ftp://files.example.org", Some("files.example.org")),
+            ("example.com/path", None),
+            ("mailto:a@b.c", None),
+            ("://nohost", None),
+        ] {
+            assert_eq!(url_host(url).as_deref(), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_domain_covers_itself_and_its_subdomains_only() {
+        assert!(in_domain("example.com", "example.com"));
+        assert!(in_domain("api.example.com", "example.com"));
+        assert!(!in_domain("evilexample.com", "example.com"));
+        assert!(!in_domain("example.com.evil.net", "example.com"));
     }
 
     #[test]
