@@ -12,7 +12,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{ApiKey, KeyType, generate_key, parse_project};
 use crate::config::{ServeConfig, default_threads, vars};
-use crate::server::Server;
+use crate::policy::Policy;
+use crate::replay::Replayer;
+use crate::server::{Server, load_policy};
 use crate::store::Store;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
@@ -32,6 +34,27 @@ enum Command {
     /// Create, list and revoke API keys (works while the server runs).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Validate policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Replay a recorded session (JSON Lines) through the engine, offline, and print each
+    /// check's verdict; exits 1 when a line is invalid or an `expect` is not met.
+    Replay {
+        /// The session file (replay format; see the README).
+        file: PathBuf,
+        /// Policy file; without one the built-in default policy applies.
+        #[arg(long, env = vars::POLICY, value_name = "FILE")]
+        policy: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Check a policy file; errors name their line.
+    Check {
+        /// The policy file (TOML).
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,7 +149,74 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Keys(cmd) => keys(cmd),
+        Command::Policy(PolicyCommand::Check { file }) => {
+            let policy = load_policy(&file)?;
+            println!(
+                "{}: ok ({} section{})",
+                file.display(),
+                policy.sections(),
+                if policy.sections() == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }
+        Command::Replay { file, policy } => replay(&file, policy.as_deref()),
     }
+}
+
+fn replay(file: &std::path::Path, policy: Option<&std::path::Path>) -> Result<(), Box<dyn Error>> {
+    let policy = policy.map_or_else(|| Ok(Policy::default()), load_policy)?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let mut replayer = Replayer::new(&policy);
+    let mut out = std::io::stdout().lock();
+    let (mut checks, mut blocked, mut unmet, mut bad) = (0, 0, 0, 0);
+    for (i, line) in text.lines().enumerate() {
+        match replayer.line(i + 1, line) {
+            Ok(None) => {}
+            Ok(Some(o)) => {
+                checks += 1;
+                let verdict = if o.verdict.is_safe {
+                    "pass "
+                } else {
+                    blocked += 1;
+                    "BLOCK"
+                };
+                let rule = o.verdict.findings.first().map_or("-", |f| f.rule);
+                let expectation = match (&o.expect, &o.unmet) {
+                    (None, _) => String::new(),
+                    (Some(_), None) => "  [expected]".to_string(),
+                    (Some(_), Some(why)) => {
+                        unmet += 1;
+                        format!("  [UNMET: {why}]")
+                    }
+                };
+                writeln!(
+                    out,
+                    "line {:<5} {verdict}  {:<24} {}{expectation}",
+                    o.line,
+                    rule,
+                    o.verdict.reasoning.escape_debug()
+                )?;
+            }
+            Err(e) => {
+                bad += 1;
+                writeln!(out, "{e}")?;
+            }
+        }
+    }
+    writeln!(
+        out,
+        "{checks} checks: {} passed, {blocked} blocked; {unmet} expectations unmet; {bad} invalid lines",
+        checks - blocked
+    )?;
+    if unmet > 0 || bad > 0 {
+        return Err(format!(
+            "{}: {unmet} expectations unmet, {bad} invalid lines",
+            file.display()
+        )
+        .into());
+    }
+    Ok(())
 }
 
 fn open_store(db: &DbArg) -> Result<SqliteStore, String> {

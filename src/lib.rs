@@ -7,6 +7,7 @@
 //! - [`http`]: routing, request reading (Content-Type, capped body), responses.
 //! - [`handlers`]: one module per resource, thin: wire → domain → engine/store → reply.
 //! - [`domain`]: validated values (ids, time, events, schemas); pure.
+//! - [`replay`]: the replay format (JSON Lines) and offline replay through the engine.
 //! - [`policy`]: policy files (TOML) and the policy in force for an agent.
 //! - [`engine`]: the check engine, one rule per file; pure and deterministic.
 //! - [`store`]: the `Store` interface and its SQLite backend (group commit).
@@ -24,5 +25,6 @@ pub mod http;
 pub mod nudge;
 pub mod policy;
 pub mod ratelimit;
+pub mod replay;
 pub mod server;
 pub mod store;

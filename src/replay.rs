@@ -1,0 +1,345 @@
+//! The replay format and offline replay (`runwarden replay`): recorded sessions run through the
+//! same validation and the same engine as the server, with no server and no database.
+//!
+//! The format is JSON Lines, one record per line, each an object with a `kind` and the API's
+//! own fields:
+//!
+//! ```text
+//! {"kind":"run","trace_id":"…","agent_id":"…","timestamp":"2024-01-15T14:30:45Z","system_prompt":"…"}
+//! {"kind":"event","trace_id":"…","event_type":"user","timestamp":1705329046.2,"content":"{…}","schema":"{…}"}
+//! {"kind":"check","trace_id":"…","timestamp":1705329048.1,"content":"{…}","schema":"{…}",
+//!  "expect":{"is_safe":false,"rule":"prompt.amount_limit"}}
+//! ```
+//!
+//! `trace_id` may be left out of events and checks: they then belong to the latest run of the
+//! file. A check's `event_type` defaults to `action_check`. `expect` is optional; `is_safe`
+//! and `rule` (a rule id that must be among the findings) may each be given alone. Blank lines
+//! and lines starting with `//` are skipped.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::domain::event::{EventWire, FieldError, RunWire};
+use crate::domain::ids::TraceId;
+use crate::domain::schema::CompiledSchema;
+use crate::engine::state::RunState;
+use crate::engine::{Action, CheckContext, Engine, RunContext, Verdict};
+use crate::error::MAX_DETAILS;
+use crate::handlers::checks::UNNAMED_TOOL;
+use crate::policy::{AgentPolicy, Policy};
+
+/// What a check record expects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The expected `is_safe`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_safe: Option<bool>,
+    /// A rule id that must be among the findings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+}
+
+/// The outcome of one check record.
+#[derive(Debug, Clone)]
+pub struct CheckOutcome {
+    /// 1-based line number.
+    pub line: usize,
+    /// The tool's name.
+    pub tool: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// What was expected, if anything.
+    pub expect: Option<Expect>,
+    /// Why the expectation was not met; `None` when met or absent.
+    pub unmet: Option<String>,
+}
+
+/// A line that could not be replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+struct ReplayRun {
+    run: RunContext,
+    policy: AgentPolicy,
+    state: RunState,
+    next_seq: u64,
+}
+
+/// Replays records one line at a time.
+pub struct Replayer<'p> {
+    engine: Engine,
+    policy: &'p Policy,
+    runs: HashMap<TraceId, ReplayRun>,
+    latest: Option<TraceId>,
+}
+
+fn field_error(e: FieldError) -> String {
+    match e {
+        FieldError::Missing(f) => format!("{f} is required"),
+        FieldError::Invalid(_, m) | FieldError::InvalidSchema(m) => m,
+    }
+}
+
+impl<'p> Replayer<'p> {
+    /// A replayer with the built-in rules and `policy`.
+    pub fn new(policy: &'p Policy) -> Self {
+        Replayer {
+            engine: Engine::default(),
+            policy,
+            runs: HashMap::new(),
+            latest: None,
+        }
+    }
+
+    /// Replays one line; `Ok(Some(outcome))` for a check.
+    pub fn line(&mut self, line: usize, text: &str) -> Result<Option<CheckOutcome>, LineError> {
+        let err = |message: String| LineError { line, message };
+        let trimmed = text.trim();
+        if trimmed.is_empty() || trimmed.starts_with("//") {
+            return Ok(None);
+        }
+        let mut record: Map<String, Value> =
+            serde_json::from_str(trimmed).map_err(|e| err(format!("not a JSON object: {e}")))?;
+        let kind = match record.remove("kind") {
+            Some(Value::String(k)) => k,
+            _ => {
+                return Err(err(
+                    "a record needs \"kind\": \"run\", \"event\" or \"check\"".into(),
+                ));
+            }
+        };
+        let now = OffsetDateTime::now_utc();
+        match kind.as_str() {
+            "run" => {
+                let wire: RunWire = serde_json::from_value(Value::Object(record))
+                    .map_err(|e| err(format!("bad run: {e}")))?;
+                let run = wire.parse(now).map_err(|e| err(field_error(e)))?;
+                if self.runs.contains_key(&run.trace_id) {
+                    return Err(err(format!(
+                        "trace_id {} is registered twice",
+                        run.trace_id
+                    )));
+                }
+                let context = RunContext {
+                    agent_id: run.agent_id.as_ref().to_string(),
+                    system_prompt: run.system_prompt.clone(),
+                };
+                self.runs.insert(
+                    run.trace_id,
+                    ReplayRun {
+                        policy: self.policy.for_agent(&context.agent_id),
+                        state: RunState::new(&context.system_prompt),
+                        run: context,
+                        next_seq: 1,
+                    },
+                );
+                self.latest = Some(run.trace_id);
+                Ok(None)
+            }
+            "event" | "check" => {
+                let expect = match record.remove("expect") {
+                    None => None,
+                    Some(v) => Some(
+                        serde_json::from_value::<Expect>(v)
+                            .map_err(|e| err(format!("bad expect: {e}")))?,
+                    ),
+                };
+                let trace_id = match record.get("trace_id") {
+                    Some(_) => None,
+                    None => Some(
+                        self.latest
+                            .ok_or_else(|| err("no run before this record".into()))?,
+                    ),
+                };
+                if let Some(id) = trace_id {
+                    record.insert("trace_id".into(), Value::String(id.to_string()));
+                }
+                if kind == "check" {
+                    record
+                        .entry("event_type")
+                        .or_insert_with(|| Value::String("action_check".into()));
+                }
+                let text = Value::Object(record).to_string();
+                let wire: EventWire =
+                    serde_json::from_str(&text).map_err(|e| err(format!("bad {kind}: {e}")))?;
+                if kind == "event" {
+                    let event = wire.parse_event(now).map_err(|e| err(field_error(e)))?;
+                    let schema = CompiledSchema::compile(&event.schema.value).map_err(err)?;
+                    let (violations, total) = schema.violations(&event.content.value, MAX_DETAILS);
+                    if total > 0 {
+                        let first = violations
+                            .first()
+                            .map(|v| format!("{}: {}", v.path, v.message));
+                        return Err(err(format!(
+                            "content does not match schema ({total} violations; first {})",
+                            first.unwrap_or_default()
+                        )));
+                    }
+                    let run = self.run(event.trace_id).map_err(err)?;
+                    let seq = run.next_seq;
+                    run.next_seq += 1;
+                    run.state
+                        .on_event(seq, event.event_type, &event.content.value);
+                    if expect.is_some() {
+                        return Err(err("only checks can carry \"expect\"".into()));
+                    }
+                    return Ok(None);
+                }
+                let check = wire.parse_check(now).map_err(|e| err(field_error(e)))?;
+                let schema = CompiledSchema::compile(&check.schema.value).map_err(err)?;
+                let tool = schema.tool_name().unwrap_or(UNNAMED_TOOL).to_string();
+                let engine = &self.engine;
+                let run = self
+                    .runs
+                    .get_mut(&check.trace_id)
+                    .ok_or_else(|| err(format!("no run with trace_id {}", check.trace_id)))?;
+                let verdict = engine.check(&CheckContext {
+                    run: &run.run,
+                    state: &run.state,
+                    policy: &run.policy,
+                    action: &Action {
+                        tool_name: &tool,
+                        arguments: &check.content.value,
+                        schema: &schema,
+                    },
+                });
+                run.next_seq += 1;
+                run.state
+                    .on_check(&tool, &check.content.value, verdict.consumed_approval);
+                let unmet = expect.as_ref().and_then(|e| unmet(e, &verdict));
+                Ok(Some(CheckOutcome {
+                    line,
+                    tool,
+                    verdict,
+                    expect,
+                    unmet,
+                }))
+            }
+            other => Err(err(format!(
+                "unknown kind {other:?}; expected \"run\", \"event\" or \"check\""
+            ))),
+        }
+    }
+
+    fn run(&mut self, trace_id: TraceId) -> Result<&mut ReplayRun, String> {
+        self.runs
+            .get_mut(&trace_id)
+            .ok_or_else(|| format!("no run with trace_id {trace_id}"))
+    }
+}
+
+/// Why `verdict` does not meet `expect`, if it does not.
+fn unmet(expect: &Expect, verdict: &Verdict) -> Option<String> {
+    let mut why = Vec::new();
+    if let Some(safe) = expect.is_safe
+        && safe != verdict.is_safe
+    {
+        why.push(format!("expected is_safe {safe}, got {}", verdict.is_safe));
+    }
+    if let Some(rule) = &expect.rule
+        && !verdict.findings.iter().any(|f| f.rule == rule)
+    {
+        let fired: Vec<&str> = verdict.findings.iter().map(|f| f.rule).collect();
+        why.push(format!(
+            "expected rule {rule} to fire, fired: {}",
+            if fired.is_empty() {
+                "none".to_string()
+            } else {
+                fired.join(", ")
+            }
+        ));
+    }
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEMA: &str = r#"{\"type\":\"function\",\"name\":\"pay\",\"parameters\":{\"type\":\"object\",\"properties\":{\"amount\":{\"type\":\"number\"}},\"required\":[\"amount\"]}}"#;
+
+    fn replay(lines: &[String]) -> Vec<Result<Option<CheckOutcome>, LineError>> {
+        let policy = Policy::default();
+        let mut r = Replayer::new(&policy);
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| r.line(i + 1, l))
+            .collect()
+    }
+
+    fn run_line() -> String {
+        r#"{"kind":"run","agent_id":"a","timestamp":"2024-01-15T14:30:45Z","system_prompt":"p"}"#
+            .to_string()
+    }
+
+    fn check_line(args: &str, expect: &str) -> String {
+        format!(
+            r#"{{"kind":"check","timestamp":1,"content":"{args}","schema":"{SCHEMA}"{expect}}}"#
+        )
+    }
+
+    #[test]
+    fn checks_are_judged_and_expectations_compared() {
+        let out = replay(&[
+            run_line(),
+            check_line(r#"{\"amount\":5}"#, r#","expect":{"is_safe":true}"#),
+            check_line(
+                r#"{\"amount\":\"x\"}"#,
+                r#","expect":{"is_safe":false,"rule":"schema.mismatch"}"#,
+            ),
+            check_line(r#"{\"amount\":5}"#, r#","expect":{"is_safe":false}"#),
+        ]);
+        let unmet: Vec<Option<String>> = out
+            .iter()
+            .filter_map(|r| r.as_ref().expect("replayable").as_ref())
+            .map(|o| o.unmet.clone())
+            .collect();
+        assert_eq!(unmet.len(), 3);
+        assert!(unmet[0].is_none() && unmet[1].is_none(), "{unmet:?}");
+        assert!(
+            unmet[2]
+                .as_deref()
+                .is_some_and(|u| u.contains("expected is_safe false")),
+            "{unmet:?}"
+        );
+    }
+
+    #[test]
+    fn bad_lines_are_reported_with_their_number() {
+        let out = replay(&[
+            check_line(r#"{}"#, ""),
+            run_line(),
+            "{\"kind\":\"dance\"}".into(),
+            "not json".into(),
+            r#"{"kind":"event","event_type":"user","timestamp":1,"content":"{\"a\":1}","schema":"{\"required\":[\"b\"]}"}"#.into(),
+        ]);
+        let lines: Vec<usize> = out
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .map(|e| e.line)
+            .collect();
+        assert_eq!(lines, [1, 3, 4, 5]);
+    }
+
+    #[test]
+    fn blank_and_comment_lines_are_skipped() {
+        let out = replay(&["".into(), "// a comment".into(), run_line()]);
+        assert!(out.iter().all(|r| matches!(r, Ok(None))));
+    }
+}
