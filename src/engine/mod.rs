@@ -97,7 +97,7 @@ pub trait Rule: Send + Sync {
     /// the family, e.g. `args`).
     fn id(&self) -> &'static str;
     /// What a pass of this rule means, for the reasoning of a safe action
-    /// (e.g. "arguments match the declared parameters").
+    /// (a short noun phrase, e.g. "declared parameters").
     fn checked(&self) -> &'static str;
     /// The findings of this rule; empty when it does not fire.
     fn evaluate(&self, ctx: &CheckContext<'_>) -> Vec<Finding>;

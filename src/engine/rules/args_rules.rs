@@ -35,7 +35,7 @@ impl Rule for ArgConstraints {
     }
 
     fn checked(&self) -> &'static str {
-        "the policy's argument constraints"
+        "argument constraints"
     }
 
     fn evaluate(&self, ctx: &CheckContext<'_>) -> Vec<Finding> {

@@ -15,7 +15,7 @@ impl Rule for LoopRepeat {
     }
 
     fn checked(&self) -> &'static str {
-        "not a repeated identical call"
+        "repetition"
     }
 
     fn evaluate(&self, ctx: &CheckContext<'_>) -> Vec<Finding> {

@@ -16,7 +16,7 @@ impl Rule for SchemaMismatch {
     }
 
     fn checked(&self) -> &'static str {
-        "arguments match the declared parameters"
+        "declared parameters"
     }
 
     fn evaluate(&self, ctx: &CheckContext<'_>) -> Vec<Finding> {

@@ -18,7 +18,7 @@ impl Rule for ToolLists {
     }
 
     fn checked(&self) -> &'static str {
-        "the policy's tool lists"
+        "tool lists"
     }
 
     fn evaluate(&self, ctx: &CheckContext<'_>) -> Vec<Finding> {
