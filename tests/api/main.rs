@@ -17,4 +17,5 @@ mod durability;
 mod errors;
 mod event;
 mod fixtures;
+mod policy;
 mod register;
