@@ -57,10 +57,17 @@ impl RunStates {
         // Loaded outside the map's lock; if two requests load the same run at once, the first
         // one inserted wins and both use it.
         let (run, history) = store.run_history(project, trace_id)?;
+        let state = RunState::rebuild(&run.system_prompt, history);
+        // What the grammar read from the system prompt, for whoever wonders why a check
+        // blocked (debug only: the constraints quote the prompt).
+        log::debug!(
+            "run {trace_id}: constraints from the system prompt: {:?}",
+            state.constraints()
+        );
         let entry = RunEntry {
             project: project.to_string(),
             policy: policy.for_agent(&run.agent_id),
-            state: RunState::rebuild(&run.system_prompt, history),
+            state,
             run,
         };
         let mut runs = self.lock();

@@ -313,3 +313,23 @@ fn replay_exits_1_and_names_the_line_of_an_unmet_expectation() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_same_check_gets_the_same_verdict_after_a_restart() {
+    // Arrange: a run with history, judged once.
+    let dir = fresh_dir("policy-same-verdict");
+    let mut app = TestApp::spawn_in(&dir, &[]);
+    let trace = app.new_run_with_prompt(ACME);
+    assert_eq!(app.event(&crate::helpers::user_event(&trace)).status, 200);
+    let before = app.check(&refund_check(&trace, 750.0)).json();
+
+    // Act
+    app.kill();
+    let app = TestApp::spawn_in(&dir, &[]);
+    let after = app.check(&refund_check(&trace, 750.0)).json();
+
+    // Assert: everything but the new check's id and time is identical.
+    for field in ["is_safe", "reasoning", "findings"] {
+        assert_eq!(before[field], after[field], "{field}");
+    }
+}
