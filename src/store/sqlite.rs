@@ -104,7 +104,10 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 const WRITER_AUTOCHECKPOINT_PAGES: u32 = 20_000;
 
 /// Readers kept open for reuse; more may exist briefly under load.
-const MAX_IDLE_READERS: usize = 16;
+const MAX_IDLE_READERS: usize = 8;
+
+/// Each reader's page cache, in KiB (negative, as SQLite's `cache_size` takes it).
+const READER_CACHE_KIB: i64 = -512;
 
 impl SqliteStore {
     /// Opens (or creates) the database, applies the schema and starts the writer. Errors are
@@ -447,6 +450,11 @@ fn open_connection(
     // FULL: a commit returns only once the WAL is fsynced, so an answer is never ahead of the
     // disk. foreign_keys is per connection and off by default in SQLite.
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    if read_only {
+        // Readers do point lookups; a small page cache each keeps a pool of them cheap
+        // (SQLite's default is 2 MiB per connection).
+        conn.pragma_update(None, "cache_size", READER_CACHE_KIB)?;
+    }
     Ok(conn)
 }
 
