@@ -95,8 +95,10 @@ use std::sync::LazyLock;
 
 use regex::{Captures, Regex};
 
-/// One constraint derived from the system prompt.
-#[derive(Debug, Clone, PartialEq)]
+/// One constraint derived from the system prompt. Serialised (for `GET /v1/runs/{trace_id}`)
+/// with a `kind`: `amount_limit`, `no_personal_data` or `tool_allowlist`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PromptConstraint {
     /// "Do not process refunds over $500 without manager approval": tools whose name contains
     /// `noun` may not move an amount above `limit` (unless approved, when `approval_allows`).

@@ -6,6 +6,7 @@ pub mod access;
 pub mod checks;
 pub mod events;
 pub mod ops;
+pub mod reads;
 pub mod run_states;
 pub mod runs;
 
@@ -83,12 +84,17 @@ pub fn dispatch(
     req: &mut Request,
     body_read: &mut bool,
 ) -> (Option<Decision>, Result<Reply, ApiError>) {
-    type Handler = fn(&App, &Call<'_>) -> Result<Reply, ApiError>;
-    let handler: Handler = match route {
+    type Write = fn(&App, &Call<'_>) -> Result<Reply, ApiError>;
+    type Read = fn(&App, &Principal, &str) -> Result<Reply, ApiError>;
+    let handler: Result<Write, Read> = match route {
         Route::Healthz => return (None, ops::healthz(app)),
-        Route::RegisterRun => runs::register,
-        Route::Event => events::log_event,
-        Route::Check => checks::check,
+        Route::RegisterRun => Ok(runs::register),
+        Route::Event => Ok(events::log_event),
+        Route::Check => Ok(checks::check),
+        Route::Runs => Err(reads::runs),
+        Route::Run => Err(reads::run),
+        Route::Events => Err(reads::events),
+        Route::Checks => Err(reads::checks),
     };
     let principal = match access::authenticate(app, req) {
         Ok(p) => p,
@@ -102,6 +108,11 @@ pub fn dispatch(
     if let Err(e) = access::authorize(&principal, route) {
         return (decision, Err(e));
     }
+    let handler = match handler {
+        Ok(write) => write,
+        // Reads take no body: one that was sent stays unread (and is drained off the worker).
+        Err(read) => return (decision, read(app, &principal, req.url())),
+    };
     let outcome = (|| {
         let body = read_body(req, app.max_body_bytes)?;
         *body_read = true;

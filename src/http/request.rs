@@ -47,6 +47,44 @@ fn is_sane_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// The query parameters of a URL, percent-decoded (`+` is a space), in order. Malformed
+/// escapes are kept as written.
+pub fn query_params(url: &str) -> Vec<(String, String)> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Vec::new();
+    };
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// True when a `Content-Type` value is JSON: `application/json`, any case, parameters allowed.
 pub fn is_json_content_type(value: &str) -> bool {
     let essence = value.split(';').next().unwrap_or("").trim();
@@ -107,6 +145,23 @@ mod tests {
         assert_ne!(a, b);
         assert!(is_sane_request_id(&a), "{a}");
         assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn query_parameters_are_split_and_percent_decoded() {
+        let got = query_params("/v1/runs?agent_id=cs%2Dagent+1&limit=5&&empty=&bad=%zz&flag");
+        let want: Vec<(String, String)> = [
+            ("agent_id", "cs-agent 1"),
+            ("limit", "5"),
+            ("empty", ""),
+            ("bad", "%zz"),
+            ("flag", ""),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(got, want);
+        assert!(query_params("/v1/runs").is_empty());
     }
 
     #[test]

@@ -14,6 +14,14 @@ pub enum Route {
     Check,
     /// `GET /healthz`
     Healthz,
+    /// `GET /v1/runs`
+    Runs,
+    /// `GET /v1/runs/{trace_id}`
+    Run,
+    /// `GET /v1/events`
+    Events,
+    /// `GET /v1/checks`
+    Checks,
 }
 
 impl Route {
@@ -24,6 +32,10 @@ impl Route {
             Route::Event => "event",
             Route::Check => "check",
             Route::Healthz => "healthz",
+            Route::Runs => "runs",
+            Route::Run => "run",
+            Route::Events => "events",
+            Route::Checks => "checks",
         }
     }
 }
@@ -34,7 +46,13 @@ const TABLE: &[(&str, &[&str], Route)] = &[
     ("/v1/event", &["POST"], Route::Event),
     ("/v1/check", &["POST"], Route::Check),
     ("/healthz", &["GET", "HEAD"], Route::Healthz),
+    ("/v1/runs", &["GET", "HEAD"], Route::Runs),
+    ("/v1/events", &["GET", "HEAD"], Route::Events),
+    ("/v1/checks", &["GET", "HEAD"], Route::Checks),
 ];
+
+/// `/v1/runs/{trace_id}`: the one route with a parameter in its path.
+const RUN_PREFIX: &str = "/v1/runs/";
 
 /// The value of the `Allow` header for each entry of the table.
 fn allow_header(methods: &[&str]) -> &'static str {
@@ -44,9 +62,24 @@ fn allow_header(methods: &[&str]) -> &'static str {
     }
 }
 
+/// The `{trace_id}` of a `/v1/runs/{trace_id}` URL, as written.
+pub fn run_id(url: &str) -> &str {
+    let path = url.split_once('?').map_or(url, |(p, _)| p);
+    path.strip_prefix(RUN_PREFIX).unwrap_or("")
+}
+
 /// Finds the route for `method` and `url` (the query string is ignored).
 pub fn route(method: &str, url: &str) -> Result<Route, ApiError> {
     let path = url.split_once('?').map_or(url, |(p, _)| p);
+    if let Some(id) = path.strip_prefix(RUN_PREFIX)
+        && !id.is_empty()
+        && !id.contains('/')
+    {
+        return match method {
+            "GET" | "HEAD" => Ok(Route::Run),
+            _ => Err(ApiError::method_not_allowed(method, "GET, HEAD")),
+        };
+    }
     match TABLE.iter().find(|(p, _, _)| *p == path) {
         Some((_, methods, route)) if methods.contains(&method) => Ok(*route),
         Some((_, methods, _)) => Err(ApiError::method_not_allowed(method, allow_header(methods))),
@@ -87,7 +120,33 @@ mod tests {
                 Err((ErrorCode::MethodNotAllowed, Some("GET, HEAD"))),
             ),
             ("POST", "/v1/event/", Err((ErrorCode::RouteNotFound, None))),
-            ("POST", "/v1/events", Err((ErrorCode::RouteNotFound, None))),
+            (
+                "POST",
+                "/v1/events",
+                Err((ErrorCode::MethodNotAllowed, Some("GET, HEAD"))),
+            ),
+            ("GET", "/v1/runs", Ok(Route::Runs)),
+            ("GET", "/v1/runs?agent_id=a", Ok(Route::Runs)),
+            (
+                "GET",
+                "/v1/runs/f4f4f4f4-f4f4-f4f4-f4f4-f4f4f4f4f4f4",
+                Ok(Route::Run),
+            ),
+            ("HEAD", "/v1/runs/x?y=1", Ok(Route::Run)),
+            (
+                "DELETE",
+                "/v1/runs/x",
+                Err((ErrorCode::MethodNotAllowed, Some("GET, HEAD"))),
+            ),
+            ("GET", "/v1/runs/", Err((ErrorCode::RouteNotFound, None))),
+            ("GET", "/v1/runs/a/b", Err((ErrorCode::RouteNotFound, None))),
+            ("GET", "/v1/events?trace_id=x", Ok(Route::Events)),
+            ("GET", "/v1/checks", Ok(Route::Checks)),
+            (
+                "POST",
+                "/v1/checks",
+                Err((ErrorCode::MethodNotAllowed, Some("GET, HEAD"))),
+            ),
             ("GET", "/", Err((ErrorCode::RouteNotFound, None))),
             (
                 "POST",

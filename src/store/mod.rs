@@ -55,6 +55,112 @@ pub struct StoredReplay {
     pub body: Vec<u8>,
 }
 
+/// Which projects a read may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// One project's runs.
+    Project(&'a str),
+    /// Every project's runs (admin keys).
+    All,
+}
+
+/// Where a page of a list starts and how long it is. Lists are keyset-paginated: `after` is
+/// the key of the last item of the previous page, so a page never repeats or skips an item
+/// while new ones are written. `offset` skips items instead (accepted for compatibility).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// The key after which the page starts.
+    pub after: Option<i64>,
+    /// Items to skip (only without `after`).
+    pub offset: u64,
+    /// The most items returned.
+    pub limit: u32,
+}
+
+/// A stored run with its counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// The list key (newest first).
+    pub key: i64,
+    /// The run's id.
+    pub trace_id: String,
+    /// Its project.
+    pub project: String,
+    /// The agent's id.
+    pub agent_id: String,
+    /// When the run started, as the client sent it.
+    pub started_at: String,
+    /// Server receipt time.
+    pub received_at: String,
+    /// The system prompt.
+    pub system_prompt: String,
+    /// How many events it has.
+    pub event_count: u64,
+    /// How many checks it has.
+    pub check_count: u64,
+    /// How many of them were blocked.
+    pub blocked_check_count: u64,
+}
+
+/// A JSON-carrying field as stored: its text and how it was sent (`string` or `json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredJson {
+    /// The text exactly as sent.
+    pub text: String,
+    /// `string` or `json`.
+    pub form: String,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    /// The event's id.
+    pub event_id: String,
+    /// Its run.
+    pub trace_id: String,
+    /// Arrival order within the run (the list key).
+    pub seq: i64,
+    /// Its type.
+    pub event_type: String,
+    /// Its own time, Unix seconds.
+    pub occurred_at: f64,
+    /// Server receipt time, Unix milliseconds.
+    pub received_at_ms: i64,
+    /// The content as sent.
+    pub content: StoredJson,
+    /// The schema as sent.
+    pub schema: StoredJson,
+}
+
+/// A stored check with its verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckRecord {
+    /// The list key (arrival order).
+    pub key: i64,
+    /// The check's id.
+    pub check_id: String,
+    /// Its run.
+    pub trace_id: String,
+    /// Arrival order within the run.
+    pub seq: i64,
+    /// The tool's name.
+    pub tool_name: String,
+    /// The action's own time, Unix seconds.
+    pub occurred_at: f64,
+    /// Server receipt time, Unix milliseconds.
+    pub received_at_ms: i64,
+    /// The arguments as sent.
+    pub content: StoredJson,
+    /// The function definition as sent.
+    pub schema: StoredJson,
+    /// The verdict.
+    pub is_safe: bool,
+    /// Its reasoning.
+    pub reasoning: String,
+    /// Its findings, as a JSON array.
+    pub findings: String,
+}
+
 /// What a storage operation can fail with. Built at the storage edge from the backend's own
 /// errors; the general HTTP mapping is in `error.rs`, the specific one (which conflict) in the
 /// handler.
@@ -155,6 +261,37 @@ pub trait Store: Send + Sync {
 
     /// Records that a key was used at `at` (best effort: does not wait for the write).
     fn touch_key(&self, id: &str, at: &str);
+
+    /// Runs in `scope`, newest first, optionally of one agent.
+    fn list_runs(
+        &self,
+        scope: Scope<'_>,
+        agent_id: Option<&str>,
+        page: Page,
+    ) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// One run in `scope`; `NotFound` otherwise.
+    fn get_run(&self, scope: Scope<'_>, trace_id: TraceId) -> Result<RunRecord, StoreError>;
+
+    /// A run's events in arrival order, optionally of one type; `NotFound` if the run is not in
+    /// `scope`.
+    fn list_events(
+        &self,
+        scope: Scope<'_>,
+        trace_id: TraceId,
+        event_type: Option<&str>,
+        page: Page,
+    ) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Checks in arrival order, of one run (`NotFound` if it is not in `scope`) or of every run
+    /// in `scope`, optionally only safe or only blocked ones.
+    fn list_checks(
+        &self,
+        scope: Scope<'_>,
+        trace_id: Option<TraceId>,
+        is_safe: Option<bool>,
+        page: Page,
+    ) -> Result<Vec<CheckRecord>, StoreError>;
 
     /// Succeeds when the database answers a query.
     fn ping(&self) -> Result<(), StoreError>;

@@ -20,7 +20,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
-use super::{RecordedCheck, Replay, Store, StoreError, StoredReplay};
+use super::{
+    CheckRecord, EventRecord, Page, RecordedCheck, Replay, RunRecord, Scope, Store, StoreError,
+    StoredJson, StoredReplay,
+};
 use crate::auth::{ApiKey, KeyType};
 use crate::domain::event::EventType;
 use crate::domain::event::{NewEvent, NewRun};
@@ -368,8 +371,182 @@ impl Store for SqliteStore {
         }
     }
 
+    fn list_runs(
+        &self,
+        scope: Scope<'_>,
+        agent_id: Option<&str>,
+        page: Page,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let (project, all) = scope_params(scope);
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs r
+                  WHERE (?1 OR r.project = ?2) AND (?3 IS NULL OR r.agent_id = ?3)
+                    AND (?4 IS NULL OR r.rowid < ?4)
+                  ORDER BY r.rowid DESC LIMIT ?5 OFFSET ?6"
+            ))?
+            .query_map(
+                params![
+                    all,
+                    project,
+                    agent_id,
+                    page.after,
+                    page.limit,
+                    page.offset as i64
+                ],
+                run_from_row,
+            )?
+            .collect()
+        })
+    }
+
+    fn get_run(&self, scope: Scope<'_>, trace_id: TraceId) -> Result<RunRecord, StoreError> {
+        let (project, all) = scope_params(scope);
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs r WHERE r.trace_id = ?1 AND (?2 OR r.project = ?3)"
+            ))?
+            .query_row(params![trace_id.to_string(), all, project], run_from_row)
+        })
+    }
+
+    fn list_events(
+        &self,
+        scope: Scope<'_>,
+        trace_id: TraceId,
+        event_type: Option<&str>,
+        page: Page,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        self.get_run(scope, trace_id)?;
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT event_id, trace_id, seq, event_type, occurred_at, received_at_ms,
+                        content, content_form, schema, schema_form
+                   FROM events
+                  WHERE trace_id = ?1 AND (?2 IS NULL OR event_type = ?2)
+                    AND (?3 IS NULL OR seq > ?3)
+                  ORDER BY seq LIMIT ?4 OFFSET ?5",
+            )?
+            .query_map(
+                params![
+                    trace_id.to_string(),
+                    event_type,
+                    page.after,
+                    page.limit,
+                    page.offset as i64
+                ],
+                |r| {
+                    Ok(EventRecord {
+                        event_id: r.get(0)?,
+                        trace_id: r.get(1)?,
+                        seq: r.get(2)?,
+                        event_type: r.get(3)?,
+                        occurred_at: r.get(4)?,
+                        received_at_ms: r.get(5)?,
+                        content: StoredJson {
+                            text: r.get(6)?,
+                            form: r.get(7)?,
+                        },
+                        schema: StoredJson {
+                            text: r.get(8)?,
+                            form: r.get(9)?,
+                        },
+                    })
+                },
+            )?
+            .collect()
+        })
+    }
+
+    fn list_checks(
+        &self,
+        scope: Scope<'_>,
+        trace_id: Option<TraceId>,
+        is_safe: Option<bool>,
+        page: Page,
+    ) -> Result<Vec<CheckRecord>, StoreError> {
+        if let Some(id) = trace_id {
+            self.get_run(scope, id)?;
+        }
+        let (project, all) = scope_params(scope);
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT c.rowid, c.check_id, c.trace_id, c.seq, c.tool_name, c.occurred_at,
+                        c.received_at_ms, c.content, c.content_form, c.schema, c.schema_form,
+                        c.is_safe, c.reasoning, c.findings
+                   FROM checks c JOIN runs r ON r.trace_id = c.trace_id
+                  WHERE (?1 OR r.project = ?2) AND (?3 IS NULL OR c.trace_id = ?3)
+                    AND (?4 IS NULL OR c.is_safe = ?4) AND (?5 IS NULL OR c.rowid > ?5)
+                  ORDER BY c.rowid LIMIT ?6 OFFSET ?7",
+            )?
+            .query_map(
+                params![
+                    all,
+                    project,
+                    trace_id.map(|t| t.to_string()),
+                    is_safe,
+                    page.after,
+                    page.limit,
+                    page.offset as i64
+                ],
+                |r| {
+                    Ok(CheckRecord {
+                        key: r.get(0)?,
+                        check_id: r.get(1)?,
+                        trace_id: r.get(2)?,
+                        seq: r.get(3)?,
+                        tool_name: r.get(4)?,
+                        occurred_at: r.get(5)?,
+                        received_at_ms: r.get(6)?,
+                        content: StoredJson {
+                            text: r.get(7)?,
+                            form: r.get(8)?,
+                        },
+                        schema: StoredJson {
+                            text: r.get(9)?,
+                            form: r.get(10)?,
+                        },
+                        is_safe: r.get(11)?,
+                        reasoning: r.get(12)?,
+                        findings: r.get(13)?,
+                    })
+                },
+            )?
+            .collect()
+        })
+    }
+
     fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())))
+    }
+}
+
+const RUN_COLUMNS: &str = "r.rowid, r.trace_id, r.project, r.agent_id, r.started_at,
+    r.received_at, r.system_prompt,
+    (SELECT count(*) FROM events e WHERE e.trace_id = r.trace_id),
+    (SELECT count(*) FROM checks c WHERE c.trace_id = r.trace_id),
+    (SELECT count(*) FROM checks c WHERE c.trace_id = r.trace_id AND c.is_safe = 0)";
+
+fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        key: r.get(0)?,
+        trace_id: r.get(1)?,
+        project: r.get(2)?,
+        agent_id: r.get(3)?,
+        started_at: r.get(4)?,
+        received_at: r.get(5)?,
+        system_prompt: r.get(6)?,
+        event_count: r.get::<_, i64>(7)?.max(0) as u64,
+        check_count: r.get::<_, i64>(8)?.max(0) as u64,
+        blocked_check_count: r.get::<_, i64>(9)?.max(0) as u64,
+    })
+}
+
+/// (project, every project?) as query parameters.
+fn scope_params<'a>(scope: Scope<'a>) -> (&'a str, bool) {
+    match scope {
+        Scope::Project(p) => (p, false),
+        Scope::All => ("", true),
     }
 }
 
