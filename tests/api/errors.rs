@@ -311,7 +311,7 @@ fn unknown_paths_are_route_not_found_with_the_envelope() {
         ("GET", "/", "the root"),
         ("POST", "/v1/nope", "an unknown /v1 path"),
         ("POST", "/v1/event/", "a trailing slash"),
-        ("POST", "/v1/events", "a plural"),
+        ("POST", "/v1/eventz", "a misspelling"),
         ("POST", "/register-agent-run", "an endpoint without /v1"),
         ("GET", "/v1", "the bare prefix"),
     ];
