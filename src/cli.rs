@@ -29,7 +29,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the HTTP API server (POST /v1/register-agent-run, /v1/event, /v1/check; GET /healthz).
+    /// Run the HTTP API server (POST /v1/register-agent-run, /v1/event, /v1/check; GET /v1/runs,
+    /// /v1/runs/{trace_id}, /v1/events, /v1/checks, /healthz).
     Serve(ServeArgs),
     /// Create, list and revoke API keys (works while the server runs).
     #[command(subcommand)]
