@@ -12,11 +12,13 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{ApiKey, KeyType, generate_key, parse_project};
 use crate::config::{ServeConfig, default_threads, vars};
+use crate::domain::ids::TraceId;
 use crate::policy::Policy;
-use crate::replay::Replayer;
+use crate::replay::{Replayer, export_run};
 use crate::server::{Server, load_policy};
 use crate::store::Store;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::store::{Page, Scope};
 
 /// runwarden: a self-hosted security service for AI agents. Register each run, log every step,
 /// and check actions before they execute, on one SQLite file.
@@ -38,6 +40,24 @@ enum Command {
     /// Validate policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Write runs in the replay format (one JSON record per line), each check expecting its
+    /// stored verdict: an exported run is a CI fixture for `runwarden replay`.
+    Export {
+        /// Runs to export (repeatable).
+        #[arg(long = "trace-id", value_name = "TRACE_ID", conflicts_with_all = ["agent_id", "all"])]
+        trace_ids: Vec<String>,
+        /// Every run of this agent.
+        #[arg(long, conflicts_with = "all")]
+        agent_id: Option<String>,
+        /// Every run.
+        #[arg(long)]
+        all: bool,
+        /// Write to this file instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArg,
+    },
     /// Replay a recorded session (JSON Lines) through the engine, offline, and print each
     /// check's verdict; exits 1 when a line is invalid or an `expect` is not met.
     Replay {
@@ -161,7 +181,75 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             Ok(())
         }
         Command::Replay { file, policy } => replay(&file, policy.as_deref()),
+        Command::Export {
+            trace_ids,
+            agent_id,
+            all,
+            output,
+            db,
+        } => export(trace_ids, agent_id, all, output, &db),
     }
+}
+
+fn export(
+    trace_ids: Vec<String>,
+    agent_id: Option<String>,
+    all: bool,
+    output: Option<PathBuf>,
+    db: &DbArg,
+) -> Result<(), Box<dyn Error>> {
+    if trace_ids.is_empty() && agent_id.is_none() && !all {
+        return Err("say which runs: --trace-id T (repeatable), --agent-id A or --all".into());
+    }
+    let store = open_store(db)?;
+    let ids: Vec<TraceId> = if trace_ids.is_empty() {
+        // Every matching run, oldest first.
+        let mut ids = Vec::new();
+        let mut after = None;
+        loop {
+            let page = Page {
+                after,
+                offset: 0,
+                limit: 1000,
+            };
+            let runs = store.list_runs(Scope::All, agent_id.as_deref(), page)?;
+            let Some(last) = runs.last() else { break };
+            after = Some(last.key);
+            for r in &runs {
+                ids.push(TraceId::parse(&r.trace_id)?);
+            }
+        }
+        ids.reverse();
+        ids
+    } else {
+        trace_ids
+            .iter()
+            .map(|t| TraceId::parse(t))
+            .collect::<Result<_, _>>()?
+    };
+    let mut out: Box<dyn Write> = match &output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    for id in &ids {
+        let lines = export_run(&store, *id).map_err(|e| match e {
+            crate::store::StoreError::NotFound => format!("no run with trace_id {id}"),
+            other => other.to_string(),
+        })?;
+        for l in lines {
+            writeln!(out, "{l}")?;
+        }
+    }
+    out.flush()?;
+    eprintln!(
+        "exported {} run{}",
+        ids.len(),
+        if ids.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
 }
 
 fn replay(file: &std::path::Path, policy: Option<&std::path::Path>) -> Result<(), Box<dyn Error>> {

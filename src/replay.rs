@@ -11,6 +11,11 @@
 //!  "expect":{"is_safe":false,"rule":"prompt.amount_limit"}}
 //! ```
 //!
+//! `runwarden export` writes the same format from the database, with `project`, `event_id`,
+//! `action_check_id` and the stored `verdict` added and each check's `expect` set to its stored
+//! verdict, so an exported run replays as a CI fixture as it is (replay ignores fields it does
+//! not use).
+//!
 //! `trace_id` may be left out of events and checks: they then belong to the latest run of the
 //! file. A check's `event_type` defaults to `action_check`. `expect` is optional; `is_safe`
 //! and `rule` (a rule id that must be among the findings) may each be given alone. Blank lines
@@ -19,6 +24,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
@@ -30,6 +36,7 @@ use crate::engine::{Action, CheckContext, Engine, RunContext, Verdict};
 use crate::error::MAX_DETAILS;
 use crate::handlers::checks::UNNAMED_TOOL;
 use crate::policy::{AgentPolicy, Policy};
+use crate::store::{Page, Scope, Store, StoreError, StoredJson};
 
 /// What a check record expects.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +272,132 @@ fn unmet(expect: &Expect, verdict: &Verdict) -> Option<String> {
         ));
     }
     (!why.is_empty()).then(|| why.join("; "))
+}
+
+/// The lines of the replay format for one stored run: the run, then its events and checks in
+/// arrival order, each check expecting its stored verdict.
+pub fn export_run(store: &dyn Store, trace_id: TraceId) -> Result<Vec<String>, StoreError> {
+    let all = Page {
+        after: None,
+        offset: 0,
+        limit: u32::MAX,
+    };
+    let run = store.get_run(Scope::All, trace_id)?;
+    let events = store.list_events(Scope::All, trace_id, None, all)?;
+    let checks = store.list_checks(Scope::All, Some(trace_id), None, all)?;
+    let mut lines = Vec::with_capacity(1 + events.len() + checks.len());
+    lines.push(line(&RunLine {
+        kind: "run",
+        trace_id: &run.trace_id,
+        project: &run.project,
+        agent_id: &run.agent_id,
+        timestamp: &run.started_at,
+        system_prompt: &run.system_prompt,
+    })?);
+    let mut items: Vec<(i64, String)> = Vec::new();
+    for e in events {
+        items.push((
+            e.seq,
+            line(&EventLine {
+                kind: "event",
+                trace_id: &e.trace_id,
+                event_id: &e.event_id,
+                event_type: &e.event_type,
+                timestamp: e.occurred_at,
+                content: as_sent(&e.content)?,
+                schema: as_sent(&e.schema)?,
+            })?,
+        ));
+    }
+    for c in checks {
+        let findings: Vec<Value> = serde_json::from_str(&c.findings).unwrap_or_default();
+        let deciding = findings
+            .iter()
+            .find(|f| f["severity"] == "block")
+            .and_then(|f| f["rule"].as_str())
+            .map(str::to_string);
+        items.push((
+            c.seq,
+            line(&CheckLine {
+                kind: "check",
+                trace_id: &c.trace_id,
+                action_check_id: &c.check_id,
+                event_type: "action_check",
+                timestamp: c.occurred_at,
+                content: as_sent(&c.content)?,
+                schema: as_sent(&c.schema)?,
+                expect: Expect {
+                    is_safe: Some(c.is_safe),
+                    rule: if c.is_safe { None } else { deciding },
+                },
+                verdict: StoredVerdict {
+                    is_safe: c.is_safe,
+                    reasoning: &c.reasoning,
+                    findings: &findings,
+                },
+            })?,
+        ));
+    }
+    items.sort_by_key(|(seq, _)| *seq);
+    lines.extend(items.into_iter().map(|(_, l)| l));
+    Ok(lines)
+}
+
+/// A stored JSON field as it was sent: a JSON string, or the JSON itself.
+fn as_sent(j: &StoredJson) -> Result<Box<RawValue>, StoreError> {
+    let text = if j.form == "json" {
+        j.text.clone()
+    } else {
+        Value::String(j.text.clone()).to_string()
+    };
+    RawValue::from_string(text)
+        .map_err(|e| StoreError::Other(format!("stored JSON is not JSON: {e}")))
+}
+
+#[derive(Serialize)]
+struct RunLine<'a> {
+    kind: &'static str,
+    trace_id: &'a str,
+    project: &'a str,
+    agent_id: &'a str,
+    timestamp: &'a str,
+    system_prompt: &'a str,
+}
+
+#[derive(Serialize)]
+struct EventLine<'a> {
+    kind: &'static str,
+    trace_id: &'a str,
+    event_id: &'a str,
+    event_type: &'a str,
+    timestamp: f64,
+    content: Box<RawValue>,
+    schema: Box<RawValue>,
+}
+
+#[derive(Serialize)]
+struct CheckLine<'a> {
+    kind: &'static str,
+    trace_id: &'a str,
+    action_check_id: &'a str,
+    event_type: &'static str,
+    timestamp: f64,
+    content: Box<RawValue>,
+    schema: Box<RawValue>,
+    expect: Expect,
+    verdict: StoredVerdict<'a>,
+}
+
+#[derive(Serialize)]
+struct StoredVerdict<'a> {
+    is_safe: bool,
+    reasoning: &'a str,
+    findings: &'a [Value],
+}
+
+/// One line of the format.
+fn line<T: Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Other(format!("cannot export: {e}")))
 }
 
 #[cfg(test)]

@@ -154,8 +154,8 @@ impl Engine {
             None => {
                 let checked: Vec<&str> = self.rules.iter().map(|r| r.checked()).collect();
                 format!(
-                    "{tool}: no rule blocked the action; checked: {}",
-                    checked.join("; ")
+                    "{tool}: no rule blocked the action; checked {}",
+                    checked.join(", ")
                 )
             }
         };

@@ -333,3 +333,53 @@ fn the_same_check_gets_the_same_verdict_after_a_restart() {
         assert_eq!(before[field], after[field], "{field}");
     }
 }
+
+#[test]
+fn an_exported_run_replays_offline_with_its_stored_verdicts_as_expectations() {
+    // Arrange: a run with an approval flow, recorded over HTTP.
+    let mut app = TestApp::spawn();
+    let trace = app.new_run_with_prompt(ACME);
+    assert_eq!(app.event(&crate::helpers::user_event(&trace)).status, 200);
+    for body in [
+        refund_check(&trace, 750.0),
+        approval(&trace, "process_refund"),
+        refund_check(&trace, 750.0),
+        refund_check(&trace, 750.0),
+    ] {
+        let r = if body["event_type"] == "system" {
+            app.event(&body)
+        } else {
+            app.check(&body)
+        };
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    app.terminate();
+    let file = app.dir.join("export.jsonl");
+
+    // Act
+    let exported = runwarden(&[
+        "export",
+        "--trace-id",
+        &trace,
+        "--db",
+        app.db.to_str().expect("utf-8"),
+        "-o",
+        file.to_str().expect("utf-8"),
+    ]);
+    let replayed = runwarden(&["replay", file.to_str().expect("utf-8")]);
+
+    // Assert
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let text = std::fs::read_to_string(&file).expect("read the export");
+    assert_eq!(text.lines().count(), 6, "run, 2 events, 3 checks:\n{text}");
+    let stdout = String::from_utf8_lossy(&replayed.stdout);
+    assert!(replayed.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("3 checks: 1 passed, 2 blocked; 0 expectations unmet"),
+        "{stdout}"
+    );
+}

@@ -199,7 +199,7 @@ impl Rule for Shell {
     }
 
     fn checked(&self) -> &'static str {
-        "no destructive shell command"
+        "shell commands"
     }
 
     fn evaluate(&self, ctx: &CheckContext<'_>) -> Vec<Finding> {
@@ -257,7 +257,7 @@ impl Rule for Sql {
     }
 
     fn checked(&self) -> &'static str {
-        "no destructive SQL"
+        "SQL"
     }
 
     fn evaluate(&self, ctx: &CheckContext<'_>) -> Vec<Finding> {
@@ -301,7 +301,7 @@ impl Rule for SensitivePath {
     }
 
     fn checked(&self) -> &'static str {
-        "no sensitive file path"
+        "file paths"
     }
 
     fn evaluate(&self, ctx: &CheckContext<'_>) -> Vec<Finding> {
@@ -341,7 +341,7 @@ impl Rule for Secret {
     }
 
     fn checked(&self) -> &'static str {
-        "no secret in the arguments"
+        "secrets"
     }
 
     fn evaluate(&self, ctx: &CheckContext<'_>) -> Vec<Finding> {
@@ -377,7 +377,7 @@ impl Rule for Network {
     }
 
     fn checked(&self) -> &'static str {
-        "no URL to a metadata endpoint or private network"
+        "network targets"
     }
 
     fn evaluate(&self, ctx: &CheckContext<'_>) -> Vec<Finding> {
