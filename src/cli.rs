@@ -14,8 +14,9 @@ use crate::auth::{ApiKey, KeyType, generate_key, parse_project};
 use crate::config::{ServeConfig, default_threads, vars};
 use crate::domain::ids::TraceId;
 use crate::policy::Policy;
-use crate::replay::{Replayer, export_run};
+use crate::replay::{Replayer, export_run, read_export};
 use crate::server::{Server, load_policy};
+use crate::store::ImportOutcome;
 use crate::store::Store;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{Page, Scope};
@@ -40,6 +41,19 @@ enum Command {
     /// Validate policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Load runs from a replay-format file (an export), keeping their ids and stored verdicts.
+    /// Runs already present are left alone; a run whose trace id exists with different data is
+    /// reported and skipped, never overwritten. Exits 1 if any line is invalid or any run
+    /// conflicts.
+    Import {
+        /// The file to load.
+        file: PathBuf,
+        /// Policy for checks that carry no stored verdict (built-in default otherwise).
+        #[arg(long, env = vars::POLICY, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArg,
+    },
     /// Write runs in the replay format (one JSON record per line), each check expecting its
     /// stored verdict: an exported run is a CI fixture for `runwarden replay`.
     Export {
@@ -181,6 +195,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             Ok(())
         }
         Command::Replay { file, policy } => replay(&file, policy.as_deref()),
+        Command::Import { file, policy, db } => import(&file, policy.as_deref(), &db),
         Command::Export {
             trace_ids,
             agent_id,
@@ -189,6 +204,66 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             db,
         } => export(trace_ids, agent_id, all, output, &db),
     }
+}
+
+fn import(
+    file: &std::path::Path,
+    policy: Option<&std::path::Path>,
+    db: &DbArg,
+) -> Result<(), Box<dyn Error>> {
+    let policy = policy.map_or_else(|| Ok(Policy::default()), load_policy)?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let (runs, orphans) = read_export(&text, &policy);
+    let store = open_store(db)?;
+    // A progress bar on a terminal (indicatif draws nothing when stderr is not one).
+    let bar = indicatif::ProgressBar::new(runs.len() as u64);
+    if runs.len() < 20 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let (mut inserted, mut present, mut items) = (0, 0, 0);
+    let mut problems: Vec<String> = orphans.iter().map(|e| e.to_string()).collect();
+    for candidate in runs {
+        bar.inc(1);
+        match candidate.run {
+            Err(e) => problems.push(format!("{e}; run {} skipped", candidate.trace_id)),
+            Ok(run) => {
+                let n = run.items.len();
+                match store.import_run(run)? {
+                    ImportOutcome::Inserted => {
+                        inserted += 1;
+                        items += n;
+                    }
+                    ImportOutcome::AlreadyPresent => present += 1,
+                    ImportOutcome::Conflict => problems.push(format!(
+                        "line {}: run {} exists with different data; skipped, not overwritten",
+                        candidate.line, candidate.trace_id
+                    )),
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    let mut summary = format!("imported {inserted} runs ({items} events and checks)");
+    if present > 0 {
+        summary.push_str(&format!("; {present} already present, unchanged"));
+    }
+    if inserted == 0 && problems.is_empty() {
+        summary.push_str("; nothing changed");
+    }
+    println!("{summary}");
+    if !problems.is_empty() {
+        return Err(format!(
+            "{}: {} problems (listed above)",
+            file.display(),
+            problems.len()
+        )
+        .into());
+    }
+    Ok(())
 }
 
 fn export(

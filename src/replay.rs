@@ -36,7 +36,9 @@ use crate::engine::{Action, CheckContext, Engine, RunContext, Verdict};
 use crate::error::MAX_DETAILS;
 use crate::handlers::checks::UNNAMED_TOOL;
 use crate::policy::{AgentPolicy, Policy};
-use crate::store::{Page, Scope, Store, StoreError, StoredJson};
+use crate::store::{
+    ImportedCheck, ImportedItem, ImportedRun, Page, Scope, Store, StoreError, StoredJson,
+};
 
 /// What a check record expects.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,6 +274,197 @@ fn unmet(expect: &Expect, verdict: &Verdict) -> Option<String> {
         ));
     }
     (!why.is_empty()).then(|| why.join("; "))
+}
+
+/// A run read from a replay-format file for `runwarden import`, or why it cannot be.
+pub struct ImportCandidate {
+    /// The line of its `run` record.
+    pub line: usize,
+    /// The run's id as written.
+    pub trace_id: String,
+    /// The run, or the first bad line of it (then nothing of it is imported).
+    pub run: Result<ImportedRun, LineError>,
+}
+
+/// Reads a replay-format file into runs to import, keeping ids (`trace_id`, `event_id`,
+/// `action_check_id`) and stored verdicts (`verdict`). A check without a stored verdict gets
+/// the one the engine gives it now, with `policy`, exactly as `replay` would. Lines that do
+/// not belong to any run are returned as errors of their own.
+pub fn read_export(text: &str, policy: &Policy) -> (Vec<ImportCandidate>, Vec<LineError>) {
+    let mut replayer = Replayer::new(policy);
+    let mut runs: Vec<ImportCandidate> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut orphans = Vec::new();
+    let now = OffsetDateTime::now_utc();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with("//") {
+            continue;
+        }
+        let judged = replayer.line(line, raw);
+        let record: Map<String, Value> = match serde_json::from_str(trimmed) {
+            Ok(r) => r,
+            Err(e) => {
+                orphans.push(LineError {
+                    line,
+                    message: format!("not a JSON object: {e}"),
+                });
+                continue;
+            }
+        };
+        let kind = record
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if kind == "run" {
+            let trace_id = record
+                .get("trace_id")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let project = record
+                .get("project")
+                .and_then(Value::as_str)
+                .unwrap_or(crate::auth::OPEN_PROJECT)
+                .to_string();
+            let parsed =
+                judged.and_then(|_| {
+                    if trace_id.is_empty() {
+                        return Err(LineError {
+                            line,
+                            message: "an imported run needs its trace_id".into(),
+                        });
+                    }
+                    crate::auth::parse_project(&project)
+                        .map_err(|message| LineError { line, message })?;
+                    let wire: RunWire = serde_json::from_value(Value::Object(record.clone()))
+                        .map_err(|e| LineError {
+                            line,
+                            message: format!("bad run: {e}"),
+                        })?;
+                    let run = wire.parse(now).map_err(|e| LineError {
+                        line,
+                        message: field_error(e),
+                    })?;
+                    Ok(ImportedRun {
+                        project,
+                        run,
+                        items: Vec::new(),
+                    })
+                });
+            index.insert(trace_id.clone(), runs.len());
+            runs.push(ImportCandidate {
+                line,
+                trace_id,
+                run: parsed,
+            });
+            continue;
+        }
+        // An event or a check: it belongs to its trace_id's run, or to the latest run.
+        let owner = match record.get("trace_id").and_then(Value::as_str) {
+            Some(t) => index.get(t).copied(),
+            None => runs.len().checked_sub(1),
+        };
+        let Some(owner) = owner else {
+            orphans.push(LineError {
+                line,
+                message: "no run in this file before this record".into(),
+            });
+            continue;
+        };
+        let candidate = &mut runs[owner];
+        let Ok(run) = &mut candidate.run else {
+            continue;
+        };
+        let item = judged.and_then(|outcome| import_item(line, &record, &kind, run, outcome, now));
+        match item {
+            Ok(item) => run.items.push(item),
+            Err(e) => candidate.run = Err(e),
+        }
+    }
+    (runs, orphans)
+}
+
+/// The event or check of one line, with its original id and (for checks) stored verdict.
+fn import_item(
+    line: usize,
+    record: &Map<String, Value>,
+    kind: &str,
+    run: &ImportedRun,
+    outcome: Option<CheckOutcome>,
+    now: OffsetDateTime,
+) -> Result<ImportedItem, LineError> {
+    let err = |message: String| LineError { line, message };
+    let id_of = |field: &str| -> Result<Option<uuid::Uuid>, LineError> {
+        match record.get(field).and_then(Value::as_str) {
+            None => Ok(None),
+            Some(s) => TraceId::parse(s)
+                .map(|_| uuid::Uuid::try_parse(s).ok())
+                .map_err(|_| err(format!("{field} must be a UUID"))),
+        }
+    };
+    let mut record = record.clone();
+    record.remove("kind");
+    record
+        .entry("trace_id")
+        .or_insert_with(|| Value::String(run.run.trace_id.to_string()));
+    if kind == "check" {
+        record
+            .entry("event_type")
+            .or_insert_with(|| Value::String("action_check".into()));
+    }
+    let text = Value::Object(record.clone()).to_string();
+    let wire: EventWire =
+        serde_json::from_str(&text).map_err(|e| err(format!("bad {kind}: {e}")))?;
+    match kind {
+        "event" => {
+            let mut event = wire.parse_event(now).map_err(|e| err(field_error(e)))?;
+            if let Some(id) = id_of("event_id")? {
+                event.event_id = id;
+            }
+            Ok(ImportedItem::Event(event))
+        }
+        _ => {
+            let mut check = wire.parse_check(now).map_err(|e| err(field_error(e)))?;
+            if let Some(id) = id_of("action_check_id")? {
+                check.check_id = id;
+            }
+            let outcome = outcome.ok_or_else(|| err("not a check".into()))?;
+            let stored = record.get("verdict");
+            let (is_safe, reasoning, findings) = match stored {
+                Some(v) => (
+                    v.get("is_safe")
+                        .and_then(Value::as_bool)
+                        .ok_or_else(|| err("verdict.is_safe must be true or false".into()))?,
+                    v.get("reasoning")
+                        .and_then(Value::as_str)
+                        .filter(|r| !r.is_empty())
+                        .ok_or_else(|| err("verdict.reasoning must be a non-empty string".into()))?
+                        .to_string(),
+                    v.get("findings")
+                        .filter(|f| f.is_array())
+                        .ok_or_else(|| err("verdict.findings must be an array".into()))?
+                        .to_string(),
+                ),
+                None => (
+                    outcome.verdict.is_safe,
+                    outcome.verdict.reasoning.clone(),
+                    serde_json::to_string(&outcome.verdict.findings)
+                        .map_err(|e| err(e.to_string()))?,
+                ),
+            };
+            Ok(ImportedItem::Check(ImportedCheck {
+                check,
+                tool_name: outcome.tool,
+                is_safe,
+                reasoning,
+                findings,
+                consumed_approval: outcome.verdict.consumed_approval,
+            }))
+        }
+    }
 }
 
 /// The lines of the replay format for one stored run: the run, then its events and checks in

@@ -161,6 +161,54 @@ pub struct CheckRecord {
     pub findings: String,
 }
 
+/// A run read from an export, to be stored as it was.
+#[derive(Debug, Clone)]
+pub struct ImportedRun {
+    /// Its project.
+    pub project: String,
+    /// The run, with its original trace id.
+    pub run: NewRun,
+    /// Its events and checks, in arrival order.
+    pub items: Vec<ImportedItem>,
+}
+
+/// One event or check of an imported run.
+#[derive(Debug, Clone)]
+pub enum ImportedItem {
+    /// An event, with its original id.
+    Event(NewEvent),
+    /// A check, with its original id and stored verdict.
+    Check(ImportedCheck),
+}
+
+/// A check of an imported run with the verdict it was given.
+#[derive(Debug, Clone)]
+pub struct ImportedCheck {
+    /// The check, with its original id.
+    pub check: NewCheck,
+    /// The tool's name.
+    pub tool_name: String,
+    /// The verdict.
+    pub is_safe: bool,
+    /// Its reasoning.
+    pub reasoning: String,
+    /// Its findings, as a JSON array.
+    pub findings: String,
+    /// Whether it used up an approval.
+    pub consumed_approval: bool,
+}
+
+/// What importing a run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// Stored.
+    Inserted,
+    /// The same run (same fields, same event and check ids) was there already; nothing changed.
+    AlreadyPresent,
+    /// A different run has this trace id; nothing changed.
+    Conflict,
+}
+
 /// What a storage operation can fail with. Built at the storage edge from the backend's own
 /// errors; the general HTTP mapping is in `error.rs`, the specific one (which conflict) in the
 /// handler.
@@ -292,6 +340,10 @@ pub trait Store: Send + Sync {
         is_safe: Option<bool>,
         page: Page,
     ) -> Result<Vec<CheckRecord>, StoreError>;
+
+    /// Stores an exported run as it was, in one transaction; an existing run is never
+    /// touched.
+    fn import_run(&self, run: ImportedRun) -> Result<ImportOutcome, StoreError>;
 
     /// Succeeds when the database answers a query.
     fn ping(&self) -> Result<(), StoreError>;

@@ -21,12 +21,12 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::{
-    CheckRecord, EventRecord, Page, RecordedCheck, Replay, RunRecord, Scope, Store, StoreError,
-    StoredJson, StoredReplay,
+    CheckRecord, EventRecord, ImportOutcome, ImportedItem, ImportedRun, Page, RecordedCheck,
+    Replay, RunRecord, Scope, Store, StoreError, StoredJson, StoredReplay,
 };
 use crate::auth::{ApiKey, KeyType};
 use crate::domain::event::EventType;
-use crate::domain::event::{NewEvent, NewRun};
+use crate::domain::event::{NewCheck, NewEvent, NewRun};
 use crate::domain::ids::TraceId;
 use crate::domain::time::format_millis_utc;
 use crate::engine::RunContext;
@@ -66,6 +66,7 @@ enum WriteOp {
     Run(String, NewRun, Option<Replay>),
     Event(String, NewEvent, Option<Replay>),
     Check(String, RecordedCheck, Option<Replay>),
+    Import(Box<ImportedRun>),
     InsertKey(ApiKey, [u8; 32]),
     RevokeKey(String, String),
     TouchKey(String, String),
@@ -516,6 +517,15 @@ impl Store for SqliteStore {
         })
     }
 
+    fn import_run(&self, run: ImportedRun) -> Result<ImportOutcome, StoreError> {
+        self.write(WriteOp::Import(Box::new(run)))
+            .map(|code| match code {
+                0 => ImportOutcome::Inserted,
+                1 => ImportOutcome::AlreadyPresent,
+                _ => ImportOutcome::Conflict,
+            })
+    }
+
     fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())))
     }
@@ -818,53 +828,24 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<u64, StoreError> {
         WriteOp::Event(project, ev, replay) => {
             remember(conn, project, replay.as_ref())?;
             let seq = next_seq(conn, project, ev.trace_id)?;
-            conn.prepare_cached(
-                "INSERT INTO events (event_id, trace_id, seq, event_type, occurred_at,
-                                     received_at_ms, content, content_form, schema, schema_form)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                ev.event_id.to_string(),
-                ev.trace_id.to_string(),
-                seq,
-                ev.event_type.as_str(),
-                ev.occurred_at,
-                unix_millis(ev.received_at),
-                ev.content.text,
-                ev.content.form.as_str(),
-                ev.schema.text,
-                ev.schema.form.as_str(),
-            ])?;
+            insert_event(conn, ev, seq)?;
             seq
         }
         WriteOp::Check(project, rc, replay) => {
             remember(conn, project, replay.as_ref())?;
-            let c = &rc.check;
-            let seq = next_seq(conn, project, c.trace_id)?;
+            let seq = next_seq(conn, project, rc.check.trace_id)?;
             let findings = serde_json::to_string(&rc.verdict.findings)
                 .map_err(|e| StoreError::Other(format!("cannot serialise findings: {e}")))?;
-            conn.prepare_cached(
-                "INSERT INTO checks (check_id, trace_id, seq, tool_name, occurred_at,
-                                     received_at_ms, content, content_form, schema, schema_form,
-                                     is_safe, reasoning, findings, consumed_approval)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            )?
-            .execute(params![
-                c.check_id.to_string(),
-                c.trace_id.to_string(),
+            insert_check(
+                conn,
+                &rc.check,
                 seq,
-                rc.tool_name,
-                c.occurred_at,
-                unix_millis(c.received_at),
-                c.content.text,
-                c.content.form.as_str(),
-                c.schema.text,
-                c.schema.form.as_str(),
+                &rc.tool_name,
                 rc.verdict.is_safe,
-                rc.verdict.reasoning,
-                findings,
+                &rc.verdict.reasoning,
+                &findings,
                 rc.verdict.consumed_approval,
-            ])?;
+            )?;
             seq
         }
         WriteOp::InsertKey(key, hash) => {
@@ -889,8 +870,75 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<u64, StoreError> {
         WriteOp::TouchKey(id, at) => conn
             .prepare_cached("UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1")?
             .execute(params![id, at])? as i64,
+        WriteOp::Import(imported) => import(conn, imported)?,
     };
     Ok(seq_or_changes.max(0) as u64)
+}
+
+/// Stores an imported run unless its trace id exists: 0 inserted, 1 the same run is there,
+/// 2 a different one is.
+fn import(conn: &Connection, imported: &ImportedRun) -> Result<i64, StoreError> {
+    let run = &imported.run;
+    let id = run.trace_id.to_string();
+    let existing: Option<(String, String, String, String)> = conn
+        .prepare_cached(
+            "SELECT project, agent_id, started_at, system_prompt FROM runs WHERE trace_id = ?1",
+        )?
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    let item_ids: Vec<String> = imported
+        .items
+        .iter()
+        .map(|i| match i {
+            ImportedItem::Event(e) => e.event_id.to_string(),
+            ImportedItem::Check(c) => c.check.check_id.to_string(),
+        })
+        .collect();
+    if let Some((project, agent_id, started_at, system_prompt)) = existing {
+        let stored_ids: Vec<String> = conn
+            .prepare_cached(
+                "SELECT event_id, seq FROM events WHERE trace_id = ?1
+                 UNION ALL SELECT check_id, seq FROM checks WHERE trace_id = ?1 ORDER BY 2",
+            )?
+            .query_map([&id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let same = project == imported.project
+            && agent_id == run.agent_id.as_ref()
+            && started_at == run.started_at
+            && system_prompt == run.system_prompt
+            && stored_ids == item_ids;
+        return Ok(if same { 1 } else { 2 });
+    }
+    conn.prepare_cached(
+        "INSERT INTO runs (trace_id, project, agent_id, started_at, system_prompt, received_at, last_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        id,
+        imported.project,
+        run.agent_id.as_ref(),
+        run.started_at,
+        run.system_prompt,
+        format_millis_utc(run.received_at),
+        imported.items.len() as i64,
+    ])?;
+    for (i, item) in imported.items.iter().enumerate() {
+        let seq = i as i64 + 1;
+        match item {
+            ImportedItem::Event(ev) => insert_event(conn, ev, seq)?,
+            ImportedItem::Check(c) => insert_check(
+                conn,
+                &c.check,
+                seq,
+                &c.tool_name,
+                c.is_safe,
+                &c.reasoning,
+                &c.findings,
+                c.consumed_approval,
+            )?,
+        }
+    }
+    Ok(0)
 }
 
 /// Records the answer for an `Idempotency-Key` in the write's own savepoint. An expired answer
@@ -920,6 +968,63 @@ fn remember(conn: &Connection, project: &str, replay: Option<&Replay>) -> Result
         return Err(StoreError::KeyTaken);
     }
     Ok(())
+}
+
+fn insert_event(conn: &Connection, ev: &NewEvent, seq: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO events (event_id, trace_id, seq, event_type, occurred_at,
+                             received_at_ms, content, content_form, schema, schema_form)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        ev.event_id.to_string(),
+        ev.trace_id.to_string(),
+        seq,
+        ev.event_type.as_str(),
+        ev.occurred_at,
+        unix_millis(ev.received_at),
+        ev.content.text,
+        ev.content.form.as_str(),
+        ev.schema.text,
+        ev.schema.form.as_str(),
+    ])
+    .map(|_| ())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_check(
+    conn: &Connection,
+    c: &NewCheck,
+    seq: i64,
+    tool_name: &str,
+    is_safe: bool,
+    reasoning: &str,
+    findings: &str,
+    consumed_approval: bool,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO checks (check_id, trace_id, seq, tool_name, occurred_at,
+                             received_at_ms, content, content_form, schema, schema_form,
+                             is_safe, reasoning, findings, consumed_approval)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?
+    .execute(params![
+        c.check_id.to_string(),
+        c.trace_id.to_string(),
+        seq,
+        tool_name,
+        c.occurred_at,
+        unix_millis(c.received_at),
+        c.content.text,
+        c.content.form.as_str(),
+        c.schema.text,
+        c.schema.form.as_str(),
+        is_safe,
+        reasoning,
+        findings,
+        consumed_approval,
+    ])
+    .map(|_| ())
 }
 
 /// Takes the next sequence number of a run of `project`; `NotFound` if there is none.

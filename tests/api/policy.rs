@@ -383,3 +383,111 @@ fn an_exported_run_replays_offline_with_its_stored_verdicts_as_expectations() {
         "{stdout}"
     );
 }
+
+/// Exports every run of `db` to a string.
+fn export_all(db: &Path) -> String {
+    let out = runwarden(&["export", "--all", "--db", db.to_str().expect("utf-8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 export")
+}
+
+#[test]
+fn import_keeps_ids_and_verdicts_and_a_second_import_changes_nothing() {
+    // Arrange: a recorded run, exported.
+    let mut app = TestApp::spawn();
+    let trace = app.new_run_with_prompt(ACME);
+    assert_eq!(app.event(&crate::helpers::user_event(&trace)).status, 200);
+    assert_eq!(app.check(&refund_check(&trace, 750.0)).status, 200);
+    app.terminate();
+    let dir = fresh_dir("import");
+    let file = dir.join("export.jsonl");
+    std::fs::write(&file, export_all(&app.db)).expect("write");
+    let target = dir.join("target.db");
+    let target_s = target.to_str().expect("utf-8");
+    let file_s = file.to_str().expect("utf-8");
+
+    // Act
+    let first = runwarden(&["import", file_s, "--db", target_s]);
+    let second = runwarden(&["import", file_s, "--db", target_s]);
+
+    // Assert
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&first.stdout).contains("imported 1 runs (2 events and checks)")
+    );
+    assert!(second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stdout).contains("nothing changed"),
+        "{}",
+        String::from_utf8_lossy(&second.stdout)
+    );
+    assert_eq!(
+        export_all(&target),
+        std::fs::read_to_string(&file).expect("read"),
+        "the imported run exports exactly as the original"
+    );
+}
+
+#[test]
+fn import_skips_a_conflicting_run_and_a_run_with_a_bad_line_writing_nothing_of_them() {
+    // Arrange: a database with one run, and a file with a changed copy of it and a new run
+    // whose second event is malformed.
+    let mut app = TestApp::spawn();
+    let trace = app.new_run_with_prompt("original prompt");
+    app.terminate();
+    let exported = export_all(&app.db);
+    let conflicting = exported.replace("original prompt", "changed prompt");
+    let new_run = [
+        json!({"kind": "run", "trace_id": "5b1e8e6a-2c4d-4f7a-9e3b-1a2b3c4d5eff", "agent_id": "a",
+               "timestamp": "2024-01-15T14:30:45Z", "system_prompt": ""})
+        .to_string(),
+        json!({"kind": "event", "event_type": "user", "timestamp": 1, "content": "{}", "schema": "{}"})
+            .to_string(),
+        json!({"kind": "event", "event_type": "user", "timestamp": 1, "content": "not json", "schema": "{}"})
+            .to_string(),
+    ]
+    .join("\n");
+    let file = app.dir.join("mixed.jsonl");
+    std::fs::write(&file, format!("{conflicting}{new_run}\n")).expect("write");
+
+    // Act
+    let out = runwarden(&[
+        "import",
+        file.to_str().expect("utf-8"),
+        "--db",
+        app.db.to_str().expect("utf-8"),
+    ]);
+
+    // Assert
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&trace) && stderr.contains("not overwritten"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 4") && stderr.contains("skipped"),
+        "{stderr}"
+    );
+    let db = app.db();
+    let prompt: String = db
+        .query_row(
+            "SELECT system_prompt FROM runs WHERE trace_id = ?1",
+            [&trace],
+            |r| r.get(0),
+        )
+        .expect("original run");
+    assert_eq!(prompt, "original prompt");
+    let runs: i64 = db
+        .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(runs, 1, "nothing of the run with a bad line was written");
+}
