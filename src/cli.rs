@@ -41,6 +41,9 @@ enum Command {
     /// Validate policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Look at runs in the terminal.
+    #[command(subcommand)]
+    Runs(RunsCommand),
     /// Load runs from a replay-format file (an export), keeping their ids and stored verdicts.
     /// Runs already present are left alone; a run whose trace id exists with different data is
     /// reported and skipped, never overwritten. Exits 1 if any line is invalid or any run
@@ -80,6 +83,28 @@ enum Command {
         /// Policy file; without one the built-in default policy applies.
         #[arg(long, env = vars::POLICY, value_name = "FILE")]
         policy: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RunsCommand {
+    /// Runs, newest first.
+    List {
+        /// Only this agent's runs.
+        #[arg(long)]
+        agent_id: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// One run as a timeline: events and checks in order, blocked checks standing out.
+    Show {
+        /// The run's trace id.
+        trace_id: String,
+        #[command(flatten)]
+        db: DbArg,
     },
 }
 
@@ -196,6 +221,12 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         }
         Command::Replay { file, policy } => replay(&file, policy.as_deref()),
         Command::Import { file, policy, db } => import(&file, policy.as_deref(), &db),
+        Command::Runs(RunsCommand::List {
+            agent_id,
+            limit,
+            db,
+        }) => runs_list(agent_id.as_deref(), limit, &db),
+        Command::Runs(RunsCommand::Show { trace_id, db }) => runs_show(&trace_id, &db),
         Command::Export {
             trace_ids,
             agent_id,
@@ -204,6 +235,143 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             db,
         } => export(trace_ids, agent_id, all, output, &db),
     }
+}
+
+/// Agent-supplied text for one terminal line: control characters (escape sequences included)
+/// escaped, at most `max` characters.
+fn one_line(text: &str, max: usize) -> String {
+    let escaped: String = text
+        .chars()
+        .flat_map(|c| {
+            let shown: Vec<char> = if c.is_control() {
+                c.escape_debug().collect()
+            } else {
+                vec![c]
+            };
+            shown
+        })
+        .collect();
+    if escaped.chars().count() > max {
+        let mut cut: String = escaped.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    } else {
+        escaped
+    }
+}
+
+fn runs_list(agent_id: Option<&str>, limit: u32, db: &DbArg) -> Result<(), Box<dyn Error>> {
+    let store = open_store(db)?;
+    let page = Page {
+        after: None,
+        offset: 0,
+        limit,
+    };
+    let runs = store.list_runs(Scope::All, agent_id, page)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<36}  {:<24}  {:<20}  {:>6}  {:>6}  {:>7}  PROJECT",
+        "TRACE ID", "RECEIVED", "AGENT", "EVENTS", "CHECKS", "BLOCKED"
+    )?;
+    for r in runs {
+        writeln!(
+            out,
+            "{:<36}  {:<24}  {:<20}  {:>6}  {:>6}  {:>7}  {}",
+            r.trace_id,
+            r.received_at,
+            one_line(&r.agent_id, 20),
+            r.event_count,
+            r.check_count,
+            r.blocked_check_count,
+            one_line(&r.project, 30)
+        )?;
+    }
+    Ok(())
+}
+
+fn runs_show(trace_id: &str, db: &DbArg) -> Result<(), Box<dyn Error>> {
+    use std::io::IsTerminal;
+    let id = TraceId::parse(trace_id)?;
+    let store = open_store(db)?;
+    let run = store.get_run(Scope::All, id).map_err(|e| match e {
+        crate::store::StoreError::NotFound => format!("no run with trace_id {id}"),
+        other => other.to_string(),
+    })?;
+    let all = Page {
+        after: None,
+        offset: 0,
+        limit: u32::MAX,
+    };
+    let events = store.list_events(Scope::All, id, None, all)?;
+    let checks = store.list_checks(Scope::All, Some(id), None, all)?;
+    // Blocked checks stand out on a terminal; piped output stays plain text.
+    let (red, green, dim, reset) = if std::io::stdout().is_terminal() {
+        ("\x1b[1;31m", "\x1b[32m", "\x1b[2m", "\x1b[0m")
+    } else {
+        ("", "", "", "")
+    };
+    let time = |secs: f64| {
+        time::OffsetDateTime::from_unix_timestamp_nanos((secs * 1e9) as i128)
+            .map(crate::domain::time::format_millis_utc)
+            .unwrap_or_else(|_| format!("{secs}"))
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "run {}  agent {}  project {}",
+        run.trace_id,
+        one_line(&run.agent_id, 80),
+        one_line(&run.project, 64)
+    )?;
+    writeln!(
+        out,
+        "started {}  received {}",
+        one_line(&run.started_at, 40),
+        run.received_at
+    )?;
+    writeln!(
+        out,
+        "{} events, {} checks, {} blocked",
+        run.event_count, run.check_count, run.blocked_check_count
+    )?;
+    writeln!(out, "system prompt: {}", one_line(&run.system_prompt, 300))?;
+    let mut lines: Vec<(i64, String)> = Vec::new();
+    for e in events {
+        lines.push((
+            e.seq,
+            format!(
+                "{:>5}  {}  {:<14} {dim}{}{reset}",
+                e.seq,
+                time(e.occurred_at),
+                e.event_type,
+                one_line(&e.content.text, 100)
+            ),
+        ));
+    }
+    for c in checks {
+        let (mark, paint) = if c.is_safe {
+            ("pass ", green)
+        } else {
+            ("BLOCK", red)
+        };
+        lines.push((
+            c.seq,
+            format!(
+                "{:>5}  {}  check {paint}{mark}{reset}  {} {dim}{}{reset}\n       {}",
+                c.seq,
+                time(c.occurred_at),
+                one_line(&c.tool_name, 40),
+                one_line(&c.content.text, 80),
+                one_line(&c.reasoning, 200)
+            ),
+        ));
+    }
+    lines.sort_by_key(|(seq, _)| *seq);
+    for (_, l) in lines {
+        writeln!(out, "{l}")?;
+    }
+    Ok(())
 }
 
 fn import(

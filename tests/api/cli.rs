@@ -357,3 +357,56 @@ fn sigterm_and_sigint_stop_the_server_with_code_0_and_keep_its_data() {
         assert_eq!(stored, 1, "SIG{sig}: the run is in the database afterwards");
     }
 }
+
+#[test]
+fn runs_list_and_show_print_a_readable_timeline_with_agent_text_escaped() {
+    // Arrange: a run whose content carries a terminal escape sequence and a newline.
+    let mut app = TestApp::spawn();
+    let trace = app.new_run_with_prompt("You help.\nBe brief.\u{1b}[2J");
+    let hostile = json!({"event_type": "user", "trace_id": trace, "timestamp": 1678886405.0,
+                         "content": json!({"message": "hi\u{1b}[2J\nFAKE LINE"}).to_string(),
+                         "schema": "{}"});
+    assert_eq!(app.event(&hostile).status, 200);
+    let check =
+        crate::helpers::transfer_check(&trace, &json!({"amount": "lots", "recipient": "x"}));
+    assert_eq!(app.check(&check).status, 200);
+    app.terminate();
+    let db = app.db.to_str().expect("utf-8").to_string();
+
+    // Act
+    let list = run_to_exit(&["runs", "list", "--db", &db]);
+    let show = run_to_exit(&["runs", "show", &trace, "--db", &db]);
+
+    // Assert
+    let list = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(
+        list.contains(&trace) && list.contains("test-agent"),
+        "{list}"
+    );
+    let show_text = String::from_utf8_lossy(&show.stdout).to_string();
+    assert!(show.status.success(), "{show_text}");
+    assert!(
+        !show_text.contains('\u{1b}'),
+        "no raw escape sequence reaches the terminal: {show_text:?}"
+    );
+    assert!(
+        show_text.contains("\\u001b[2J\\nFAKE LINE"),
+        "event content is shown as stored JSON text: {show_text}"
+    );
+    assert!(
+        show_text.contains("system prompt: You help.\\nBe brief.\\u{1b}[2J"),
+        "control characters of the prompt are escaped: {show_text}"
+    );
+    assert!(
+        show_text.contains("check BLOCK") && show_text.contains("transfer_funds: "),
+        "{show_text}"
+    );
+    let missing = run_to_exit(&[
+        "runs",
+        "show",
+        "f4f4f4f4-f4f4-f4f4-f4f4-f4f4f4f4f4f4",
+        "--db",
+        &db,
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+}
