@@ -12,6 +12,7 @@
 //! - [`engine`]: the check engine, one rule per file; pure and deterministic.
 //! - [`store`]: the `Store` interface and its SQLite backend (group commit).
 //! - [`auth`]: API keys, projects, permissions; [`ratelimit`]: per-key limits in memory.
+//! - [`ui`]: the embedded web UI (one page, two assets) and its Content-Security-Policy.
 //! - [`error`]: `ApiError`, the contract's error envelope.
 
 pub mod auth;
@@ -28,3 +29,4 @@ pub mod ratelimit;
 pub mod replay;
 pub mod server;
 pub mod store;
+pub mod ui;

@@ -158,6 +158,7 @@ impl Idempotency {
             status: stored.status,
             body: stored.body,
             headers: vec![("Idempotent-Replayed", "true".to_string())],
+            content_type: crate::http::response::JSON,
         })
     }
 

@@ -83,6 +83,7 @@ pub fn check(app: &App, call: &Call<'_>) -> Result<Reply, ApiError> {
         status: 200,
         body,
         headers: Vec::new(),
+        content_type: crate::http::response::JSON,
     })
 }
 

@@ -88,6 +88,8 @@ pub fn dispatch(
     type Read = fn(&App, &Principal, &str) -> Result<Reply, ApiError>;
     let handler: Result<Write, Read> = match route {
         Route::Healthz => return (None, ops::healthz(app)),
+        // The page needs no key: it asks for one, and the API it calls checks it.
+        Route::Ui => return (None, crate::ui::asset(req.url())),
         Route::RegisterRun => Ok(runs::register),
         Route::Event => Ok(events::log_event),
         Route::Check => Ok(checks::check),

@@ -16,7 +16,12 @@ pub struct Reply {
     pub body: Vec<u8>,
     /// Headers beyond the common ones.
     pub headers: Vec<(&'static str, String)>,
+    /// The `Content-Type` (JSON for everything but the web UI).
+    pub content_type: &'static str,
 }
+
+/// The `Content-Type` of every API response.
+pub const JSON: &str = "application/json";
 
 impl Reply {
     /// A JSON reply.
@@ -26,6 +31,7 @@ impl Reply {
             status,
             body,
             headers: Vec::new(),
+            content_type: JSON,
         })
     }
 
@@ -42,6 +48,7 @@ impl Reply {
             status: err.status(),
             body: err.to_body(),
             headers,
+            content_type: JSON,
         }
     }
 
@@ -50,7 +57,7 @@ impl Reply {
     pub fn into_response(self, request_id: &str) -> Response<Cursor<Vec<u8>>> {
         let mut response = Response::from_data(self.body).with_status_code(self.status);
         let common = [
-            ("Content-Type", "application/json"),
+            ("Content-Type", self.content_type),
             ("X-Request-Id", request_id),
             ("X-Content-Type-Options", "nosniff"),
             ("Cache-Control", "no-store"),

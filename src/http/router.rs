@@ -22,6 +22,8 @@ pub enum Route {
     Events,
     /// `GET /v1/checks`
     Checks,
+    /// The web UI: `GET /` and `GET /ui/…`
+    Ui,
 }
 
 impl Route {
@@ -36,6 +38,7 @@ impl Route {
             Route::Run => "run",
             Route::Events => "events",
             Route::Checks => "checks",
+            Route::Ui => "ui",
         }
     }
 }
@@ -49,6 +52,9 @@ const TABLE: &[(&str, &[&str], Route)] = &[
     ("/v1/runs", &["GET", "HEAD"], Route::Runs),
     ("/v1/events", &["GET", "HEAD"], Route::Events),
     ("/v1/checks", &["GET", "HEAD"], Route::Checks),
+    ("/", &["GET", "HEAD"], Route::Ui),
+    ("/ui/app.js", &["GET", "HEAD"], Route::Ui),
+    ("/ui/style.css", &["GET", "HEAD"], Route::Ui),
 ];
 
 /// `/v1/runs/{trace_id}`: the one route with a parameter in its path.
@@ -147,7 +153,14 @@ mod tests {
                 "/v1/checks",
                 Err((ErrorCode::MethodNotAllowed, Some("GET, HEAD"))),
             ),
-            ("GET", "/", Err((ErrorCode::RouteNotFound, None))),
+            ("GET", "/", Ok(Route::Ui)),
+            ("GET", "/ui/app.js", Ok(Route::Ui)),
+            (
+                "POST",
+                "/",
+                Err((ErrorCode::MethodNotAllowed, Some("GET, HEAD"))),
+            ),
+            ("GET", "/ui/nope.js", Err((ErrorCode::RouteNotFound, None))),
             (
                 "POST",
                 "/register-agent-run",

@@ -1,0 +1,173 @@
+// runwarden's web UI: a runs list and a run page, over the read API (/v1/runs, /v1/events,
+// /v1/checks). Everything shown comes from agents that may be under attack, so it is only ever
+// inserted as text (textContent, createTextNode), never as HTML; the server sends a strict
+// Content-Security-Policy as a second line of defence.
+"use strict";
+
+const KEY_STORAGE = "runwarden.apiKey";
+const REFRESH_MS = 2000;
+let refreshTimer = null;
+
+/** Creates an element with text content and attributes (never HTML). */
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(props)) {
+    if (value === undefined) continue;
+    if (name === "text") node.textContent = value;
+    else if (name === "className") node.className = value;
+    else node.setAttribute(name, value);
+  }
+  for (const child of children) {
+    node.append(typeof child === "string" ? document.createTextNode(child) : child);
+  }
+  return node;
+}
+
+function setStatus(text) {
+  document.getElementById("status").textContent = text;
+}
+
+class NeedsKey extends Error {}
+
+/** GET a read endpoint; throws NeedsKey on 401/403 so the page can ask for a key. */
+async function api(path) {
+  const headers = { "Accept": "application/json" };
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  if (key) headers["x-api-key"] = key;
+  const response = await fetch(path, { headers });
+  if (response.status === 401 || response.status === 403) throw new NeedsKey();
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
+  return body;
+}
+
+/** Every page of a list, following next_cursor, starting at `offset`. */
+async function all(path, offset = 0) {
+  const items = [];
+  let url = `${path}&limit=100&offset=${offset}`;
+  for (;;) {
+    const page = await api(url);
+    items.push(...page.data);
+    if (!page.next_cursor) return items;
+    url = `${path}&limit=100&cursor=${encodeURIComponent(page.next_cursor)}`;
+  }
+}
+
+function showKeyForm(retry) {
+  const main = document.getElementById("main");
+  main.replaceChildren(document.getElementById("key-form").content.cloneNode(true));
+  document.getElementById("key").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(KEY_STORAGE, new FormData(event.target).get("key"));
+    retry();
+  });
+}
+
+function time(seconds) {
+  return new Date(seconds * 1000).toISOString().replace("T", " ").replace("Z", "");
+}
+
+/** Pretty-printed JSON when the text is JSON, else the text itself. */
+function pretty(value) {
+  const text = typeof value === "string" ? value : JSON.stringify(value);
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch (_) {
+    return text;
+  }
+}
+
+async function showRuns() {
+  const main = document.getElementById("main");
+  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const agent = params.get("agent_id") || "";
+  const filter = el("form", { className: "filter" },
+    el("label", {}, "Agent ", el("input", { name: "agent_id", value: agent, placeholder: "any agent" })),
+    " ", el("button", { type: "submit", text: "Filter" }));
+  filter.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = new FormData(filter).get("agent_id");
+    location.hash = value ? `#/?agent_id=${encodeURIComponent(value)}` : "#/";
+  });
+  const query = agent ? `agent_id=${encodeURIComponent(agent)}&limit=100` : "limit=100";
+  const page = await api(`/v1/runs?${query}`);
+  const rows = page.data.map((run) => el("tr", {},
+    el("td", {}, el("a", { href: `#/runs/${run.trace_id}`, text: run.agent_id })),
+    el("td", { text: run.received_at }),
+    el("td", { className: "num", text: String(run.event_count) }),
+    el("td", { className: "num", text: String(run.check_count) }),
+    el("td", { className: run.blocked_check_count ? "num blocked" : "num", text: String(run.blocked_check_count) })));
+  const table = el("table", {},
+    el("thead", {}, el("tr", {}, ...["Agent", "Started (received)", "Events", "Checks", "Blocked"].map((h) => el("th", { text: h })))),
+    el("tbody", {}, ...rows));
+  main.replaceChildren(el("h1", { text: "Runs" }), filter,
+    page.data.length ? table : el("p", { text: "No runs yet." }));
+  setStatus(`${page.data.length} runs`);
+}
+
+function eventItem(event) {
+  return el("li", { className: `event ${event.event_type}`, "data-seq": String(event.seq) },
+    el("span", { className: "badge", text: event.event_type }),
+    el("span", { className: "meta", text: `#${event.seq} · ${time(event.timestamp)}` }),
+    el("details", {}, el("summary", { text: "content" }), el("pre", { text: pretty(event.content) })));
+}
+
+function checkItem(check) {
+  const verdict = check.is_safe ? "safe" : "blocked";
+  const findings = el("ul", { className: "findings" }, ...check.findings.map((f) =>
+    el("li", { text: `${f.severity} · ${f.rule}: ${f.message}` })));
+  return el("li", { className: `check ${verdict}`, "data-seq": String(check.seq) },
+    el("span", { className: check.is_safe ? "badge pass" : "badge block", text: check.is_safe ? "PASS" : "BLOCKED" }),
+    el("span", { className: "badge", text: check.tool_name }),
+    el("span", { className: "meta", text: `#${check.seq} · ${time(check.timestamp)}` }),
+    el("p", { className: "reasoning", text: check.reasoning }),
+    check.findings.length ? findings : el("span"),
+    el("details", { open: check.is_safe ? undefined : "" }, el("summary", { text: "arguments" }), el("pre", { text: pretty(check.content) })));
+}
+
+async function showRun(traceId) {
+  const main = document.getElementById("main");
+  const run = await api(`/v1/runs/${encodeURIComponent(traceId)}`);
+  const timeline = el("ol", { className: "timeline", id: "timeline" });
+  const counts = el("p", { className: "meta" });
+  main.replaceChildren(
+    el("h1", { text: run.agent_id }),
+    el("p", { className: "meta", text: `trace ${run.trace_id} · project ${run.project} · started ${run.timestamp}` }),
+    counts,
+    el("h2", { text: "System prompt" }),
+    el("div", { className: "prompt", id: "prompt", text: run.system_prompt }),
+    el("h2", { text: "Timeline" }),
+    timeline);
+  let seen = { events: 0, checks: 0 };
+  const items = new Map();
+  async function refresh() {
+    const q = `trace_id=${encodeURIComponent(traceId)}`;
+    const [events, checks, fresh] = await Promise.all([
+      all(`/v1/events?${q}`, seen.events), all(`/v1/checks?${q}`, seen.checks), api(`/v1/runs/${encodeURIComponent(traceId)}`)]);
+    seen = { events: seen.events + events.length, checks: seen.checks + checks.length };
+    for (const e of events) items.set(e.seq, eventItem(e));
+    for (const c of checks) items.set(c.seq, checkItem(c));
+    if (events.length || checks.length) {
+      timeline.replaceChildren(...[...items.keys()].sort((a, b) => a - b).map((seq) => items.get(seq)));
+    }
+    counts.textContent = `${fresh.event_count} events · ${fresh.check_count} checks · ${fresh.blocked_check_count} blocked`;
+    setStatus(`updated ${new Date().toLocaleTimeString()}`);
+  }
+  await refresh();
+  refreshTimer = setInterval(() => refresh().catch((e) => setStatus(`refresh failed: ${e.message}`)), REFRESH_MS);
+}
+
+async function route() {
+  clearInterval(refreshTimer);
+  const match = location.hash.match(/^#\/runs\/([0-9a-fA-F-]{36})$/);
+  try {
+    if (match) await showRun(match[1]);
+    else await showRuns();
+  } catch (e) {
+    if (e instanceof NeedsKey) showKeyForm(route);
+    else document.getElementById("main").replaceChildren(el("p", { className: "error", text: e.message }));
+  }
+}
+
+window.addEventListener("hashchange", route);
+route();
