@@ -101,6 +101,7 @@ fn encode_cursor(key: i64) -> String {
 
 fn decode_cursor(s: &str) -> Result<i64, ApiError> {
     s.strip_prefix('c')
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
         .and_then(|h| i64::from_str_radix(h, 16).ok())
         .ok_or_else(|| {
             ApiError::invalid_field(
@@ -321,7 +322,7 @@ mod tests {
         for key in [0, 1, 255, i64::MAX] {
             assert_eq!(decode_cursor(&encode_cursor(key)).expect("valid"), key);
         }
-        for bad in ["", "c", "x10", "czz", "c-"] {
+        for bad in ["", "c", "x10", "czz", "c-", "c-1", "c+a"] {
             assert!(decode_cursor(bad).is_err(), "{bad:?}");
         }
     }

@@ -10,9 +10,8 @@
 //! keys, a burst of 16 identical requests and malformed keys for `Idempotency-Key`; the key
 //! secret nowhere in the database file; `keys list` and `keys revoke`.
 //!
-//! Not covered yet: GET endpoints (run reads and lists, admin cross-project reads) do not exist;
-//! when they do, each needs its own isolation test (another project's trace answers as an
-//! unknown one, lists show only the caller's project).
+//! Isolation on the read endpoints (GET), admin cross-project reads and 403 for restricted
+//! keys on reads are tested in `reads.rs`.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};

@@ -240,7 +240,7 @@ fn sample_responses(app: &TestApp) -> Vec<Sample> {
             Some("TRACE_NOT_FOUND"),
             app.event(&unknown),
         ),
-        sample("GET /", 404, Some("ROUTE_NOT_FOUND"), app.get("/")),
+        sample("GET /nope", 404, Some("ROUTE_NOT_FOUND"), app.get("/nope")),
         sample(
             "GET /v1/check",
             405,
@@ -308,7 +308,7 @@ fn unknown_paths_are_route_not_found_with_the_envelope() {
     // Arrange
     let app = TestApp::spawn();
     let cases = [
-        ("GET", "/", "the root"),
+        ("GET", "/index.html", "a page that is not the UI"),
         ("POST", "/v1/nope", "an unknown /v1 path"),
         ("POST", "/v1/event/", "a trailing slash"),
         ("POST", "/v1/eventz", "a misspelling"),

@@ -385,7 +385,26 @@ pub fn head_end(raw: &[u8]) -> Option<usize> {
     raw.windows(4).position(|w| w == b"\r\n\r\n")
 }
 
-/// Parses a complete HTTP/1.1 response (Content-Length or to EOF).
+/// The payload of a `Transfer-Encoding: chunked` body (chunk extensions and trailers ignored).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size_text = String::from_utf8_lossy(&raw[..eol]);
+        let size_hex = size_text.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_hex, 16).expect("chunk size");
+        if size == 0 {
+            return out;
+        }
+        let start = eol + 2;
+        out.extend_from_slice(&raw[start..start + size]);
+        raw = &raw[start + size + 2..];
+    }
+}
+
+/// Parses a complete HTTP/1.1 response (Content-Length, chunked, or to EOF).
 pub fn parse_response(raw: &[u8]) -> Resp {
     let split = head_end(raw).unwrap_or_else(|| {
         panic!(
@@ -406,7 +425,13 @@ pub fn parse_response(raw: &[u8]) -> Resp {
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
         .collect();
     let mut body = raw[split + 4..].to_vec();
-    if let Some(len) = headers
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        // tiny_http chunks responses over 32 KiB.
+        body = dechunk(&body);
+    } else if let Some(len) = headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
         .and_then(|(_, v)| v.parse::<usize>().ok())

@@ -18,4 +18,5 @@ mod errors;
 mod event;
 mod fixtures;
 mod policy;
+mod reads;
 mod register;
