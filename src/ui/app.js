@@ -93,12 +93,12 @@ async function showRuns() {
   const page = await api(`/v1/runs?${query}`);
   const rows = page.data.map((run) => el("tr", {},
     el("td", {}, el("a", { href: `#/runs/${run.trace_id}`, text: run.agent_id })),
-    el("td", { text: run.received_at }),
+    el("td", { text: run.timestamp }),
     el("td", { className: "num", text: String(run.event_count) }),
     el("td", { className: "num", text: String(run.check_count) }),
     el("td", { className: run.blocked_check_count ? "num blocked" : "num", text: String(run.blocked_check_count) })));
   const table = el("table", {},
-    el("thead", {}, el("tr", {}, ...["Agent", "Started (received)", "Events", "Checks", "Blocked"].map((h) => el("th", { text: h })))),
+    el("thead", {}, el("tr", {}, ...["Agent", "Started", "Events", "Checks", "Blocked"].map((h) => el("th", { text: h })))),
     el("tbody", {}, ...rows));
   main.replaceChildren(el("h1", { text: "Runs" }), filter,
     page.data.length ? table : el("p", { text: "No runs yet." }));
