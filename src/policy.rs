@@ -71,6 +71,9 @@ struct SectionFile {
     loop_max_repeats: Option<Spanned<i64>>,
     prompt_rules: Option<bool>,
     #[serde(default)]
+    trusted_tools: Vec<Spanned<String>>,
+    untrusted_arguments: Option<Spanned<String>>,
+    #[serde(default)]
     detectors: DetectorsFile,
     #[serde(default)]
     args: Vec<ArgFile>,
@@ -189,6 +192,10 @@ pub struct AgentPolicy {
     pub loop_max_repeats: u32,
     /// Whether limits are read from the system prompt (`prompt.*`).
     pub prompt_rules: bool,
+    /// Tools whose outputs are trusted like user input (`context.*`).
+    pub trusted_tools: Vec<Pattern>,
+    /// Whether `context.untrusted_argument` blocks (default: warns).
+    pub block_untrusted_arguments: bool,
 }
 
 impl Default for AgentPolicy {
@@ -208,6 +215,8 @@ impl Default for AgentPolicy {
             },
             loop_max_repeats: 5,
             prompt_rules: true,
+            trusted_tools: Vec::new(),
+            block_untrusted_arguments: false,
         }
     }
 }
@@ -219,6 +228,8 @@ struct Section {
     require_approval: Vec<Pattern>,
     loop_max_repeats: Option<u32>,
     prompt_rules: Option<bool>,
+    trusted_tools: Vec<Pattern>,
+    block_untrusted_arguments: Option<bool>,
     detectors: DetectorsFile,
     args: Vec<ArgRule>,
 }
@@ -338,7 +349,20 @@ impl Policy {
                     path_roots: roots,
                 });
             }
+            let block_untrusted_arguments = match &s.untrusted_arguments {
+                None => None,
+                Some(v) if v.get_ref() == "warn" => Some(false),
+                Some(v) if v.get_ref() == "block" => Some(true),
+                Some(v) => {
+                    return Err(err(
+                        v.span(),
+                        "untrusted_arguments must be \"warn\" or \"block\"".into(),
+                    ));
+                }
+            };
             sections.push(Section {
+                trusted_tools: globs(&s.trusted_tools)?,
+                block_untrusted_arguments,
                 agents: globs(&s.agents)?,
                 deny_tools: globs(&s.deny_tools)?,
                 allow_tools: s.allow_tools.as_deref().map(globs).transpose()?,
@@ -376,6 +400,10 @@ impl Policy {
             p.detectors.network = d.network.unwrap_or(p.detectors.network);
             p.loop_max_repeats = s.loop_max_repeats.unwrap_or(p.loop_max_repeats);
             p.prompt_rules = s.prompt_rules.unwrap_or(p.prompt_rules);
+            p.trusted_tools.extend(s.trusted_tools.iter().cloned());
+            p.block_untrusted_arguments = s
+                .block_untrusted_arguments
+                .unwrap_or(p.block_untrusted_arguments);
         }
         p
     }

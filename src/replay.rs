@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 use crate::domain::event::{EventWire, FieldError, RunWire};
 use crate::domain::ids::TraceId;
 use crate::domain::schema::CompiledSchema;
-use crate::engine::state::RunState;
+use crate::engine::state::{RunState, trust_of};
 use crate::engine::{Action, CheckContext, Engine, RunContext, Verdict};
 use crate::error::MAX_DETAILS;
 use crate::handlers::checks::UNNAMED_TOOL;
@@ -202,8 +202,9 @@ impl<'p> Replayer<'p> {
                     let run = self.run(event.trace_id).map_err(err)?;
                     let seq = run.next_seq;
                     run.next_seq += 1;
+                    let trust = trust_of(event.event_type, schema.tool_name(), &run.policy);
                     run.state
-                        .on_event(seq, event.event_type, &event.content.value);
+                        .on_event(seq, event.event_type, trust, &event.content.value);
                     if expect.is_some() {
                         return Err(err("only checks can carry \"expect\"".into()));
                     }

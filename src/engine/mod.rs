@@ -13,6 +13,7 @@ pub mod pii;
 pub mod prompt;
 pub mod rules;
 pub mod state;
+pub mod values;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -312,6 +313,7 @@ mod tests {
         approved.on_event(
             1,
             crate::domain::event::EventType::System,
+            crate::engine::state::Trust::Neutral,
             &json!({"approval": {"tool": "t"}}),
         );
         let case = Case {

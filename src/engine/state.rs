@@ -1,6 +1,7 @@
 //! Per-run derived state, so a check never re-reads the run's history: the constraints read
-//! from the system prompt, pending approvals, and how often each (tool, arguments) pair was
-//! checked. Updated as events and checks arrive; rebuilt from the stored history after a
+//! from the system prompt, pending approvals, how often each (tool, arguments) pair was
+//! checked, and where each consequential value of the run was seen (provenance: in trusted
+//! text, in untrusted data, inside injected instructions). Updated as events and checks arrive; rebuilt from the stored history after a
 //! restart by feeding the same updates in sequence order ([`RunState::rebuild`]).
 
 use std::collections::HashMap;
@@ -8,12 +9,65 @@ use std::collections::HashMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::args::string_leaves;
 use super::prompt::{self, PromptConstraint};
+use super::values;
 use crate::domain::event::EventType;
+use crate::policy::AgentPolicy;
+
+/// Byte ranges of injected instructions in untrusted text.
+fn injected_spans(_text: &str) -> Vec<(usize, usize)> {
+    Vec::new() // INJECTION-STUB: replaced by engine::injection::find
+}
+
+/// How far an event's text is trusted (see [`trust_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// The system prompt and `user` events, and outputs of tools the policy trusts.
+    Trusted,
+    /// `tool`, `environment` and `memory` events: data anyone may have written.
+    Untrusted,
+    /// `model_input`, `model_output`, `system`, `error`: they neither add nor launder trust.
+    Neutral,
+}
+
+/// The trust of an event: by its type, and for `tool` events by the policy's `trusted_tools`.
+pub fn trust_of(event_type: EventType, tool: Option<&str>, policy: &AgentPolicy) -> Trust {
+    match event_type {
+        EventType::User => Trust::Trusted,
+        EventType::Tool
+            if tool.is_some_and(|t| policy.trusted_tools.iter().any(|g| g.matches(t))) =>
+        {
+            Trust::Trusted
+        }
+        EventType::Tool | EventType::Environment | EventType::Memory => Trust::Untrusted,
+        EventType::ModelInput | EventType::ModelOutput | EventType::System | EventType::Error => {
+            Trust::Neutral
+        }
+    }
+}
+
+/// Where a value was seen in the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// In the system prompt or a trusted event.
+    pub trusted: bool,
+    /// In untrusted data.
+    pub untrusted: bool,
+    /// Inside injected instructions in untrusted data.
+    pub injected: bool,
+}
+
+/// The most distinct values indexed per run; later ones are not followed (bounded memory).
+pub const MAX_VALUES: usize = 50_000;
 
 /// The derived state of one run.
 #[derive(Debug, Clone, Default)]
 pub struct RunState {
+    /// Per `kind:value` (see `values.rs`), where it was seen.
+    seen: HashMap<String, Seen>,
+    /// Whether any untrusted event carried injected instructions.
+    injection_seen: bool,
     constraints: Vec<PromptConstraint>,
     /// Per tool: the sequence number of its latest approval, and that of the latest approval
     /// a check consumed. An approval is pending when the first is larger. Keeping sequence
@@ -26,12 +80,15 @@ pub struct RunState {
 /// One stored item of a run's history, as the rebuild needs it.
 #[derive(Debug, Clone)]
 pub enum HistoryItem {
-    /// An event: its sequence number, type and content.
+    /// An event: its sequence number, type, tool (from a function-definition schema) and
+    /// content.
     Event {
         /// Per-run sequence number.
         seq: u64,
         /// The event type.
         event_type: EventType,
+        /// The tool's name, when the schema is a function definition.
+        tool: Option<String>,
         /// The content, parsed.
         content: Value,
     },
@@ -49,22 +106,32 @@ pub enum HistoryItem {
 impl RunState {
     /// The state of a new run with this system prompt.
     pub fn new(system_prompt: &str) -> Self {
-        RunState {
+        let mut state = RunState {
             constraints: prompt::derive(system_prompt),
             ..RunState::default()
-        }
+        };
+        state.index(system_prompt, Trust::Trusted);
+        state
     }
 
     /// The state of a run from its system prompt and stored history (in sequence order).
-    pub fn rebuild(system_prompt: &str, history: impl IntoIterator<Item = HistoryItem>) -> Self {
+    pub fn rebuild(
+        system_prompt: &str,
+        policy: &AgentPolicy,
+        history: impl IntoIterator<Item = HistoryItem>,
+    ) -> Self {
         let mut state = RunState::new(system_prompt);
         for item in history {
             match item {
                 HistoryItem::Event {
                     seq,
                     event_type,
+                    tool,
                     content,
-                } => state.on_event(seq, event_type, &content),
+                } => {
+                    let trust = trust_of(event_type, tool.as_deref(), policy);
+                    state.on_event(seq, event_type, trust, &content)
+                }
                 HistoryItem::Check {
                     tool,
                     arguments,
@@ -80,9 +147,14 @@ impl RunState {
         &self.constraints
     }
 
-    /// Applies a logged event: a `system` event whose content is
-    /// `{"approval": {"tool": "<name>"}}` approves the next check of that tool.
-    pub fn on_event(&mut self, seq: u64, event_type: EventType, content: &Value) {
+    /// Applies a logged event: its values are indexed by `trust`, and a `system` event whose
+    /// content is `{"approval": {"tool": "<name>"}}` approves the next check of that tool.
+    pub fn on_event(&mut self, seq: u64, event_type: EventType, trust: Trust, content: &Value) {
+        if trust != Trust::Neutral {
+            for leaf in string_leaves(content) {
+                self.index(leaf.value, trust);
+            }
+        }
         if event_type != EventType::System {
             return;
         }
@@ -94,6 +166,52 @@ impl RunState {
             let entry = self.approvals.entry(tool.to_string()).or_insert((0, 0));
             entry.0 = entry.0.max(seq);
         }
+    }
+
+    /// Indexes the values of one text. In untrusted text, values inside injected instructions
+    /// are marked as such.
+    fn index(&mut self, text: &str, trust: Trust) {
+        let spans = if trust == Trust::Untrusted {
+            injected_spans(text)
+        } else {
+            Vec::new()
+        };
+        if !spans.is_empty() {
+            self.injection_seen = true;
+        }
+        for found in values::extract(text) {
+            let key = format!("{}:{}", found.kind, found.value);
+            if self.seen.len() >= MAX_VALUES && !self.seen.contains_key(&key) {
+                continue;
+            }
+            let seen = self.seen.entry(key).or_default();
+            match trust {
+                Trust::Trusted => seen.trusted = true,
+                Trust::Untrusted => {
+                    seen.untrusted = true;
+                    if spans
+                        .iter()
+                        .any(|(s, e)| *s <= found.start && found.end <= *e)
+                    {
+                        seen.injected = true;
+                    }
+                }
+                Trust::Neutral => {}
+            }
+        }
+    }
+
+    /// Where `kind:value` was seen (all false if never).
+    pub fn seen(&self, kind: &str, value: &str) -> Seen {
+        self.seen
+            .get(&format!("{kind}:{value}"))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Whether untrusted data in this run carried injected instructions.
+    pub fn injection_seen(&self) -> bool {
+        self.injection_seen
     }
 
     /// Whether an approval for `tool` is pending.
@@ -152,6 +270,7 @@ mod tests {
         s.on_event(
             3,
             EventType::System,
+            Trust::Neutral,
             &json!({"approval": {"tool": "refund"}}),
         );
         assert!(s.approved("refund"));
@@ -162,12 +281,14 @@ mod tests {
         s.on_event(
             3,
             EventType::System,
+            Trust::Neutral,
             &json!({"approval": {"tool": "refund"}}),
         );
         assert!(!s.approved("refund"));
         s.on_event(
             5,
             EventType::System,
+            Trust::Neutral,
             &json!({"approval": {"tool": "refund"}}),
         );
         assert!(s.approved("refund"));
@@ -176,8 +297,18 @@ mod tests {
     #[test]
     fn approvals_come_only_from_system_events() {
         let mut s = RunState::new("");
-        s.on_event(1, EventType::Tool, &json!({"approval": {"tool": "refund"}}));
-        s.on_event(2, EventType::User, &json!({"approval": {"tool": "refund"}}));
+        s.on_event(
+            1,
+            EventType::Tool,
+            Trust::Untrusted,
+            &json!({"approval": {"tool": "refund"}}),
+        );
+        s.on_event(
+            2,
+            EventType::User,
+            Trust::Trusted,
+            &json!({"approval": {"tool": "refund"}}),
+        );
         assert!(!s.approved("refund"));
     }
 
@@ -197,6 +328,7 @@ mod tests {
             HistoryItem::Event {
                 seq: 1,
                 event_type: EventType::System,
+                tool: None,
                 content: json!({"approval": {"tool": "refund"}}),
             },
             HistoryItem::Check {
@@ -210,7 +342,7 @@ mod tests {
                 consumed_approval: false,
             },
         ];
-        let s = RunState::rebuild("", history);
+        let s = RunState::rebuild("", &AgentPolicy::default(), history);
         assert!(!s.approved("refund"));
         assert_eq!(s.repeats("refund", &json!({"amount": 750})), 2);
     }

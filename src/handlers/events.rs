@@ -34,15 +34,18 @@ pub fn log_event(app: &App, call: &Call<'_>) -> Result<Reply, ApiError> {
     )?;
     let replay = call.replay(answer.status, &answer.body);
     let (trace_id, event_type) = (event.trace_id, event.event_type);
-    // Only system events change a run's derived state (approvals); keep their content.
-    let content = (event_type == EventType::System).then(|| event.content.value.clone());
+    // Kept for the run's derived state (approvals, where values were seen).
+    let content = (event_type != EventType::ModelInput && event_type != EventType::ModelOutput)
+        .then(|| event.content.value.clone());
+    let tool = schema.tool_name().map(str::to_string);
     match app
         .store
         .append_event(&call.principal.project, event, replay)
     {
         Ok(seq) => {
             if let Some(content) = content {
-                app.states.on_event(trace_id, seq, event_type, &content);
+                app.states
+                    .on_event(trace_id, seq, event_type, tool.as_deref(), &content);
             }
             Ok(answer)
         }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::domain::event::EventType;
 use crate::domain::ids::TraceId;
 use crate::engine::RunContext;
-use crate::engine::state::RunState;
+use crate::engine::state::{RunState, trust_of};
 use crate::policy::{AgentPolicy, Policy};
 use crate::store::{Store, StoreError};
 
@@ -57,7 +57,8 @@ impl RunStates {
         // Loaded outside the map's lock; if two requests load the same run at once, the first
         // one inserted wins and both use it.
         let (run, history) = store.run_history(project, trace_id)?;
-        let state = RunState::rebuild(&run.system_prompt, history);
+        let agent_policy = policy.for_agent(&run.agent_id);
+        let state = RunState::rebuild(&run.system_prompt, &agent_policy, history);
         // What the grammar read from the system prompt, for whoever wonders why a check
         // blocked (debug only: the constraints quote the prompt).
         log::debug!(
@@ -66,7 +67,7 @@ impl RunStates {
         );
         let entry = RunEntry {
             project: project.to_string(),
-            policy: policy.for_agent(&run.agent_id),
+            policy: agent_policy,
             state,
             run,
         };
@@ -81,13 +82,22 @@ impl RunStates {
     }
 
     /// Applies a stored event to the run's state, if the run is in memory (otherwise the event
-    /// is part of the history it will be loaded from).
-    pub fn on_event(&self, trace_id: TraceId, seq: u64, event_type: EventType, content: &Value) {
+    /// is part of the history it will be loaded from). `tool` is the tool named by the event's
+    /// schema, for the policy's `trusted_tools`.
+    pub fn on_event(
+        &self,
+        trace_id: TraceId,
+        seq: u64,
+        event_type: EventType,
+        tool: Option<&str>,
+        content: &Value,
+    ) {
         let entry = self.lock().get(&trace_id).cloned();
         if let Some(entry) = entry
             && let Ok(mut e) = entry.lock()
         {
-            e.state.on_event(seq, event_type, content);
+            let trust = trust_of(event_type, tool, &e.policy);
+            e.state.on_event(seq, event_type, trust, content);
         }
     }
 

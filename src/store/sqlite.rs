@@ -270,12 +270,13 @@ impl Store for SqliteStore {
                         system_prompt: r.get(1)?,
                     })
                 })?;
-            // Only what the derived state is made of: system events (approvals) and checks.
+            // What the derived state is made of: events (approvals, where values were seen;
+            // model input and output neither add nor launder trust) and checks.
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, 0, content, NULL, 0 FROM events
-                  WHERE trace_id = ?1 AND event_type = 'system'
+                "SELECT seq, 0, content, event_type, schema, 0 FROM events
+                  WHERE trace_id = ?1 AND event_type NOT IN ('model_input', 'model_output')
                  UNION ALL
-                 SELECT seq, 1, content, tool_name, consumed_approval FROM checks
+                 SELECT seq, 1, content, tool_name, NULL, consumed_approval FROM checks
                   WHERE trace_id = ?1
                  ORDER BY 1",
             )?;
@@ -289,12 +290,20 @@ impl Store for SqliteStore {
                         HistoryItem::Check {
                             tool: r.get(3)?,
                             arguments: value,
-                            consumed_approval: r.get(4)?,
+                            consumed_approval: r.get(5)?,
                         }
                     } else {
+                        let event_type: String = r.get(3)?;
+                        let schema: String = r.get(4)?;
+                        let tool = serde_json::from_str(&schema).ok().and_then(|s| {
+                            crate::domain::schema::detect(&s)
+                                .ok()
+                                .and_then(|d| d.tool_name)
+                        });
                         HistoryItem::Event {
                             seq: seq.max(0) as u64,
-                            event_type: EventType::System,
+                            event_type: EventType::parse(&event_type).unwrap_or(EventType::System),
+                            tool,
                             content: value,
                         }
                     })

@@ -2,6 +2,7 @@
 //! set, in no particular order (the engine sorts findings).
 
 pub mod args_rules;
+pub mod context;
 pub mod detectors;
 pub mod loop_repeat;
 pub mod prompt_rules;
@@ -17,6 +18,7 @@ pub fn all() -> Vec<Box<dyn Rule>> {
         Box::new(tools::ToolLists),
         Box::new(args_rules::ArgConstraints),
         Box::new(loop_repeat::LoopRepeat),
+        Box::new(context::Provenance),
         Box::new(detectors::Shell),
         Box::new(detectors::Sql),
         Box::new(detectors::SensitivePath),

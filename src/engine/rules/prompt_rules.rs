@@ -457,7 +457,7 @@ const INBOUND_VERBS: &[&str] = &[
 ];
 
 /// Whether the tool sends data out of the run (see the module doc).
-fn is_outbound(tool: &str) -> bool {
+pub(crate) fn is_outbound(tool: &str) -> bool {
     let words: Vec<String> = name_words(tool).iter().map(|w| singular(w)).collect();
     if words
         .first()
@@ -528,7 +528,12 @@ mod tests {
 
     fn approved(prompt: &'static str, tool: &str) -> Case {
         let mut state = RunState::new(prompt);
-        state.on_event(7, EventType::System, &json!({"approval": {"tool": tool}}));
+        state.on_event(
+            7,
+            EventType::System,
+            crate::engine::state::Trust::Neutral,
+            &json!({"approval": {"tool": tool}}),
+        );
         Case {
             prompt,
             state: Some(state),
@@ -711,6 +716,7 @@ mod tests {
         state.on_event(
             7,
             EventType::System,
+            crate::engine::state::Trust::Neutral,
             &json!({"approval": {"tool": "process_refund"}}),
         );
         state.on_check("process_refund", &json!({"amount": 750}), true);

@@ -105,6 +105,7 @@ mod tests {
         state.on_event(
             4,
             EventType::System,
+            crate::engine::state::Trust::Neutral,
             &json!({"approval": {"tool": "refund"}}),
         );
         let c = Case {

@@ -1,0 +1,238 @@
+//! Judging an action by where its arguments came from (issue 7). The run's derived state
+//! records, for every consequential value seen in the run (see `engine/values.rs`), whether it
+//! appeared in trusted text (the system prompt, `user` events, outputs of the policy's
+//! `trusted_tools`), in untrusted data (`tool`, `environment`, `memory` events), and inside
+//! instructions injected into that data (`engine/injection.rs`). Ids:
+//!
+//! - `context.injected_argument` (block): an argument uses a value that appears inside injected
+//!   instructions and in no trusted source: the attacker chose it.
+//! - `context.untrusted_argument` (warn; `untrusted_arguments = "block"` in a policy makes it
+//!   block): an argument uses a value that appears only in untrusted data. Legitimate flows do
+//!   this (paying the IBAN on a bill the user asked to pay), hence only a warning by default.
+//! - `context.exfiltration` (block): in a run whose untrusted data carried injected
+//!   instructions, an outbound tool (send, post, share, e-mail, http, …) addresses a
+//!   destination (recipient, URL) no trusted source mentions, and carries values that came from
+//!   untrusted data. Without an injection in the run, replying to the sender of an e-mail the
+//!   user asked to answer is a normal flow and passes.
+//!
+//! Values the run never saw (the model wrote them) are not judged here. Amounts are not
+//! followed: equal numbers occur everywhere.
+
+use std::collections::HashSet;
+
+use serde_json::json;
+
+use super::prompt_rules::is_outbound;
+use crate::engine::args::string_leaves;
+use crate::engine::state::RunState;
+use crate::engine::values::{self, Found};
+use crate::engine::{CheckContext, Finding, Rule, Severity};
+
+/// See the module doc.
+pub struct Provenance;
+
+/// Keys that name where an outbound action sends its data.
+const DESTINATION_KEYS: &[&str] = &[
+    "to",
+    "cc",
+    "bcc",
+    "recipient",
+    "recipients",
+    "email",
+    "address",
+    "url",
+    "uri",
+    "endpoint",
+    "webhook",
+    "host",
+    "destination",
+    "target",
+    "iban",
+    "account",
+    "recipient_iban",
+    "recipient_account",
+    "payee",
+];
+
+fn is_destination(key: &str) -> bool {
+    DESTINATION_KEYS.contains(&key)
+        || key.ends_with("_email")
+        || key.ends_with("_url")
+        || key.starts_with("recipient")
+}
+
+/// The values of one argument string, the domain of an address or URL dropped when the
+/// address or URL itself is there (it says the same, more precisely).
+fn values_of(text: &str) -> Vec<Found> {
+    let all = values::extract(text);
+    all.iter()
+        .filter(|f| {
+            f.kind != "domain"
+                || !all
+                    .iter()
+                    .any(|g| g.kind != "domain" && g.start == f.start && g.end == f.end)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Whether a destination value is vouched for by trusted text (itself, or for an address or
+/// URL, its domain).
+fn trusted_destination(state: &RunState, f: &Found) -> bool {
+    if state.seen(f.kind, &f.value).trusted {
+        return true;
+    }
+    let domain = match f.kind {
+        "email" => f.value.rsplit_once('@').map(|(_, d)| d.to_string()),
+        "url" => crate::engine::args::url_host(&f.value)
+            .map(|h| h.trim_start_matches("www.").to_string()),
+        _ => None,
+    };
+    domain.is_some_and(|d| state.seen("domain", &d).trusted)
+}
+
+impl Rule for Provenance {
+    fn id(&self) -> &'static str {
+        "context"
+    }
+
+    fn checked(&self) -> &'static str {
+        "argument provenance"
+    }
+
+    fn evaluate(&self, ctx: &CheckContext<'_>) -> Vec<Finding> {
+        let state = ctx.state;
+        let mut out = Vec::new();
+        let mut reported = HashSet::new();
+        let mut untrusted_destination = None;
+        let mut carried = Vec::new();
+        for leaf in string_leaves(ctx.action.arguments) {
+            let destination = is_destination(&leaf.key);
+            for f in values_of(leaf.value) {
+                let seen = state.seen(f.kind, &f.value);
+                if destination && !trusted_destination(state, &f) {
+                    untrusted_destination
+                        .get_or_insert_with(|| (leaf.path.clone(), f.value.clone()));
+                }
+                if seen.trusted {
+                    continue;
+                }
+                if seen.untrusted && !destination {
+                    carried.push(json!({"argument": leaf.path, "value": f.value}));
+                }
+                if !reported.insert((f.kind, f.value.clone())) {
+                    continue;
+                }
+                if seen.injected {
+                    out.push(Finding {
+                        rule: "context.injected_argument",
+                        severity: Severity::Block,
+                        message: format!(
+                            "argument {} uses {}, which appears inside instructions injected into untrusted data and in no trusted source",
+                            leaf.path, f.value
+                        ),
+                        evidence: json!({"argument": leaf.path, "kind": f.kind, "value": f.value}),
+                    });
+                } else if seen.untrusted {
+                    out.push(Finding {
+                        rule: "context.untrusted_argument",
+                        severity: if ctx.policy.block_untrusted_arguments {
+                            Severity::Block
+                        } else {
+                            Severity::Warn
+                        },
+                        message: format!(
+                            "argument {} uses {}, which appears only in untrusted data (tool output, environment or memory)",
+                            leaf.path, f.value
+                        ),
+                        evidence: json!({"argument": leaf.path, "kind": f.kind, "value": f.value}),
+                    });
+                }
+            }
+        }
+        if state.injection_seen()
+            && is_outbound(ctx.action.tool_name)
+            && let Some((argument, destination)) = untrusted_destination
+            && !carried.is_empty()
+        {
+            out.push(Finding {
+                rule: "context.exfiltration",
+                severity: Severity::Block,
+                message: format!(
+                    "sends data from untrusted sources to {destination}, a destination no trusted source mentions, in a run exposed to injected instructions"
+                ),
+                evidence: json!({"argument": argument, "destination": destination, "carried": carried}),
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::EventType;
+    use crate::engine::state::Trust;
+    use crate::engine::test_support::Case;
+    use serde_json::{Value, json};
+
+    /// A run with a user request, a tool output (maybe with injected text) and the action.
+    fn rules(
+        user: &str,
+        tool_output: &str,
+        injected: bool,
+        tool: &str,
+        args: Value,
+    ) -> Vec<&'static str> {
+        let mut state = RunState::new("You are a banking assistant.");
+        state.on_event(
+            1,
+            EventType::User,
+            Trust::Trusted,
+            &json!({"message": user}),
+        );
+        state.on_event(
+            2,
+            EventType::Tool,
+            Trust::Untrusted,
+            &json!({"output": tool_output}),
+        );
+        assert_eq!(
+            state.injection_seen(),
+            injected,
+            "the test's premise about the injection"
+        );
+        let case = Case {
+            state: Some(state),
+            ..Case::default()
+        };
+        case.findings(&Provenance, tool, args)
+            .iter()
+            .map(|f| f.rule)
+            .collect()
+    }
+
+    #[test]
+    fn a_value_the_user_gave_is_trusted() {
+        let got = rules(
+            "Send 50 EUR to DE89 3704 0044 0532 0130 00",
+            "balance: 1200 EUR",
+            false,
+            "send_money",
+            json!({"iban": "DE89370400440532013000", "amount": 50}),
+        );
+        assert!(got.is_empty(), "{got:?}");
+    }
+
+    #[test]
+    fn a_value_only_in_tool_output_is_a_warning() {
+        let got = rules(
+            "Please pay my December bill",
+            "Bill: 98.70 EUR to GB29 NWBK 6016 1331 9268 19, reference DEC-2024",
+            false,
+            "send_money",
+            json!({"iban": "GB29NWBK60161331926819", "amount": 98.7}),
+        );
+        assert_eq!(got, ["context.untrusted_argument"]);
+    }
+}
