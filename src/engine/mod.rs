@@ -9,6 +9,7 @@
 //! before warn, then by rule id) and writes the reasoning.
 
 pub mod args;
+pub mod injection;
 pub mod pii;
 pub mod prompt;
 pub mod rules;

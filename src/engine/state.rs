@@ -16,8 +16,11 @@ use crate::domain::event::EventType;
 use crate::policy::AgentPolicy;
 
 /// Byte ranges of injected instructions in untrusted text.
-fn injected_spans(_text: &str) -> Vec<(usize, usize)> {
-    Vec::new() // INJECTION-STUB: replaced by engine::injection::find
+fn injected_spans(text: &str) -> Vec<(usize, usize)> {
+    super::injection::find(text)
+        .into_iter()
+        .map(|s| (s.start, s.end))
+        .collect()
 }
 
 /// How far an event's text is trusted (see [`trust_of`]).
@@ -178,6 +181,22 @@ impl RunState {
         };
         if !spans.is_empty() {
             self.injection_seen = true;
+        }
+        if trust == Trust::Untrusted {
+            // Text hidden with invisible Unicode is an injection by itself, and its values do
+            // not appear literally in the text: index what a model would read.
+            let revealed = super::injection::revealed(text);
+            if revealed != text {
+                self.injection_seen = true;
+                for found in values::extract(&revealed) {
+                    let key = format!("{}:{}", found.kind, found.value);
+                    if self.seen.len() < MAX_VALUES || self.seen.contains_key(&key) {
+                        let seen = self.seen.entry(key).or_default();
+                        seen.untrusted = true;
+                        seen.injected = true;
+                    }
+                }
+            }
         }
         for found in values::extract(text) {
             let key = format!("{}:{}", found.kind, found.value);

@@ -36,6 +36,9 @@ const ALL_RULES: &[&str] = &[
     "prompt.personal_data",
     "prompt.tool_allowlist",
     "loop.repeat",
+    "context.injected_argument",
+    "context.untrusted_argument",
+    "context.exfiltration",
 ];
 
 fn repo(path: &str) -> PathBuf {
@@ -222,10 +225,12 @@ fn policy_check_accepts_the_fixture_policies_and_rejects_errors_with_their_line(
     );
 }
 
-/// The session files and the policy each names in its `// policy:` header.
+/// The session files (`fixtures/sessions/`, `fixtures/checks/`) and the policy each names in its
+/// `// policy:` header.
 fn sessions() -> Vec<(PathBuf, Option<PathBuf>)> {
-    let mut out: Vec<_> = std::fs::read_dir(repo("fixtures/sessions"))
-        .expect("fixtures/sessions")
+    let mut out: Vec<_> = ["fixtures/sessions", "fixtures/checks"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(repo(d)).expect("fixture directory"))
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
         .map(|p| {
