@@ -83,6 +83,10 @@ enum Command {
         /// Policy file; without one the built-in default policy applies.
         #[arg(long, env = vars::POLICY, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// One JSON object per check instead of text (line, tool, is_safe, rules, expect,
+        /// unmet, micros), for measuring a corpus.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -219,7 +223,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             );
             Ok(())
         }
-        Command::Replay { file, policy } => replay(&file, policy.as_deref()),
+        Command::Replay { file, policy, json } => replay(&file, policy.as_deref(), json),
         Command::Import { file, policy, db } => import(&file, policy.as_deref(), &db),
         Command::Runs(RunsCommand::List {
             agent_id,
@@ -495,7 +499,11 @@ fn export(
     Ok(())
 }
 
-fn replay(file: &std::path::Path, policy: Option<&std::path::Path>) -> Result<(), Box<dyn Error>> {
+fn replay(
+    file: &std::path::Path,
+    policy: Option<&std::path::Path>,
+    json: bool,
+) -> Result<(), Box<dyn Error>> {
     let policy = policy.map_or_else(|| Ok(Policy::default()), load_policy)?;
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
@@ -503,8 +511,24 @@ fn replay(file: &std::path::Path, policy: Option<&std::path::Path>) -> Result<()
     let mut out = std::io::stdout().lock();
     let (mut checks, mut blocked, mut unmet, mut bad) = (0, 0, 0, 0);
     for (i, line) in text.lines().enumerate() {
-        match replayer.line(i + 1, line) {
+        let started = std::time::Instant::now();
+        let outcome = replayer.line(i + 1, line);
+        let micros = started.elapsed().as_micros();
+        match outcome {
             Ok(None) => {}
+            Ok(Some(o)) if json => {
+                checks += 1;
+                blocked += usize::from(!o.verdict.is_safe);
+                unmet += usize::from(o.unmet.is_some());
+                let rules: Vec<&str> = o.verdict.findings.iter().map(|f| f.rule).collect();
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"line": o.line, "tool": o.tool, "is_safe": o.verdict.is_safe,
+                                       "rules": rules, "expect": o.expect, "unmet": o.unmet,
+                                       "micros": micros})
+                )?;
+            }
             Ok(Some(o)) => {
                 checks += 1;
                 let verdict = if o.verdict.is_safe {
@@ -536,11 +560,13 @@ fn replay(file: &std::path::Path, policy: Option<&std::path::Path>) -> Result<()
             }
         }
     }
-    writeln!(
-        out,
-        "{checks} checks: {} passed, {blocked} blocked; {unmet} expectations unmet; {bad} invalid lines",
-        checks - blocked
-    )?;
+    if !json {
+        writeln!(
+            out,
+            "{checks} checks: {} passed, {blocked} blocked; {unmet} expectations unmet; {bad} invalid lines",
+            checks - blocked
+        )?;
+    }
     if unmet > 0 || bad > 0 {
         return Err(format!(
             "{}: {unmet} expectations unmet, {bad} invalid lines",

@@ -7,8 +7,10 @@
 //! - `email`: an e-mail address, lowercased;
 //! - `domain`: the host of a URL, or the domain of an e-mail address, lowercased, without a
 //!   leading `www.`;
-//! - `url`: a URL, lowercased up to its path, without a trailing `/`;
-//! - `iban`: an IBAN with a valid checksum, uppercase, no spaces;
+//! - `url`: a URL, lowercased up to its path, without a trailing `/`; a host written without a
+//!   scheme (`www.example.com`, `pay.example.net`) counts as a `domain`;
+//! - `iban`: an IBAN (valid checksum, spaces allowed) or an IBAN-shaped token (two letters, two
+//!   digits, 10 to 30 letters and digits, whatever its checksum), uppercase, no spaces;
 //! - `phone`: a phone number, its digits only;
 //! - `account`: a run of 8 to 30 digits (account and card numbers), digits only;
 //! - `path`: an absolute file path.
@@ -40,6 +42,19 @@ static URL: LazyLock<Regex> = LazyLock::new(|| {
 });
 static DIGITS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b\d(?: ?\d){7,29}\b").expect("static regex"));
+/// Host names written without a scheme (`www.example.com/page`, `pay.example.net`): `www.` or a
+/// common top-level domain, so file names like `notes.txt` are not taken for hosts.
+static BARE_HOST: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b(?:www\.[a-z0-9\-]+(?:\.[a-z0-9\-]+)+|(?:[a-z0-9\-]+\.)+(?:com|net|org|io|ai|dev|info|biz|co|app|xyz|online|site|uk|de|fr|eu|us|ru|cn)\b)",
+    )
+    .expect("static regex")
+});
+
+/// IBAN-shaped tokens whatever their checksum: an attacker's account need not be valid to be
+/// the attacker's.
+static IBAN_LIKE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\b[A-Z]{2}\d{2}[A-Z0-9]{10,30}\b").expect("static regex"));
 static PATH: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r#"(?:^|[\s"'=(])(/[A-Za-z0-9._\-]+(?:/[A-Za-z0-9._\-]+)+)"#).expect("static regex")
 });
@@ -101,6 +116,26 @@ pub fn extract(text: &str) -> Vec<Found> {
                 value: normalised.to_ascii_lowercase(),
                 start: m.start(),
                 end: m.start() + url.len(),
+            });
+        }
+    }
+    for m in BARE_HOST.find_iter(text) {
+        if !out.iter().any(|f| f.start <= m.start() && m.end() <= f.end) {
+            out.push(Found {
+                kind: "domain",
+                value: domain(m.as_str()),
+                start: m.start(),
+                end: m.end(),
+            });
+        }
+    }
+    for m in IBAN_LIKE.find_iter(text) {
+        if !out.iter().any(|f| f.start <= m.start() && m.end() <= f.end) {
+            out.push(Found {
+                kind: "iban",
+                value: m.as_str().to_string(),
+                start: m.start(),
+                end: m.end(),
             });
         }
     }
@@ -177,5 +212,6 @@ mod tests {
     fn short_numbers_and_plain_words_are_not_values() {
         assert!(kinds("order 1234 costs 49.90 on 2024-01-15").is_empty());
         assert!(kinds("please book a table for two").is_empty());
+        assert!(kinds("see notes.txt and main.rs").is_empty());
     }
 }
