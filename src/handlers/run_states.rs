@@ -31,6 +31,9 @@ pub struct RunEntry {
 #[derive(Default)]
 pub struct RunStates {
     runs: Mutex<HashMap<TraceId, Arc<Mutex<RunEntry>>>>,
+    /// Held while a run is loaded from the store, so that requests arriving together for a run
+    /// not in memory load it once, not once each (a run's history may be large).
+    loading: Mutex<()>,
 }
 
 impl RunStates {
@@ -46,16 +49,14 @@ impl RunStates {
         project: &str,
         trace_id: TraceId,
     ) -> Result<Arc<Mutex<RunEntry>>, StoreError> {
-        if let Some(entry) = self.lock().get(&trace_id).cloned() {
-            let same_project = entry.lock().map(|e| e.project == project).unwrap_or(false);
-            return if same_project {
-                Ok(entry)
-            } else {
-                Err(StoreError::NotFound)
-            };
+        if let Some(found) = self.cached(project, trace_id) {
+            return found;
         }
-        // Loaded outside the map's lock; if two requests load the same run at once, the first
-        // one inserted wins and both use it.
+        let _loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        // Another request may have loaded it while this one waited.
+        if let Some(found) = self.cached(project, trace_id) {
+            return found;
+        }
         let (run, history) = store.run_history(project, trace_id)?;
         let agent_policy = policy.for_agent(&run.agent_id);
         let state = RunState::rebuild(&run.system_prompt, &agent_policy, history);
@@ -79,6 +80,22 @@ impl RunStates {
             runs.entry(trace_id)
                 .or_insert_with(|| Arc::new(Mutex::new(entry))),
         ))
+    }
+
+    /// The run's entry if it is in memory: itself, or `NotFound` if it belongs to another
+    /// project.
+    fn cached(
+        &self,
+        project: &str,
+        trace_id: TraceId,
+    ) -> Option<Result<Arc<Mutex<RunEntry>>, StoreError>> {
+        let entry = self.lock().get(&trace_id).cloned()?;
+        let same_project = entry.lock().map(|e| e.project == project).unwrap_or(false);
+        Some(if same_project {
+            Ok(entry)
+        } else {
+            Err(StoreError::NotFound)
+        })
     }
 
     /// Applies a stored event to the run's state, if the run is in memory (otherwise the event
