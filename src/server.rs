@@ -37,6 +37,8 @@ pub struct Server {
     threads: usize,
     addr: SocketAddr,
     stopping: Arc<AtomicBool>,
+    /// The exclusive lock on the database file, held while this server runs.
+    _db_lock: std::fs::File,
 }
 
 /// Stops a running [`Server`] from another thread (a signal handler).
@@ -55,6 +57,27 @@ impl ShutdownHandle {
             for _ in 0..self.threads {
                 self.http.unblock();
             }
+        }
+    }
+}
+
+/// Takes an exclusive advisory lock (`flock`) on the database file, so that a second `serve`
+/// on the same file refuses to start: two servers would each keep their own rate limits, run
+/// states and idempotency view of one database. The lock is released when the process ends,
+/// however it ends. SQLite's own locks are POSIX record locks, which `flock` does not touch, and
+/// the `keys`, `export` and `import` commands take no such lock, so they keep working beside a
+/// running server.
+fn lock_database(path: &std::path::Path) -> Result<std::fs::File, String> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another runwarden serve is already using {}; stop it first or use another --db",
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(format!("cannot lock database {}: {e}", path.display()))
         }
     }
 }
@@ -81,6 +104,7 @@ impl Server {
             batch_max: config.write_batch,
             idempotency_ttl: config.idempotency_ttl,
         })?;
+        let db_lock = lock_database(&config.db)?;
         // Open mode is for a developer's own machine: off a loopback address, a server without
         // keys would hand every run to anyone who can reach it.
         let open_allowed = addr.ip().is_loopback() || config.allow_open;
@@ -116,6 +140,7 @@ impl Server {
             threads: config.threads.max(1),
             addr,
             stopping: Arc::new(AtomicBool::new(false)),
+            _db_lock: db_lock,
         })
     }
 

@@ -410,3 +410,31 @@ fn runs_list_and_show_print_a_readable_timeline_with_agent_text_escaped() {
     ]);
     assert_eq!(missing.status.code(), Some(1));
 }
+
+#[test]
+fn a_second_serve_on_the_same_database_refuses_to_start() {
+    // Arrange
+    let app = TestApp::spawn();
+
+    // Act
+    let second = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--db"])
+        .arg(&app.db)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run a second serve");
+
+    // Assert
+    let line = assert_one_error_line(&second, "second serve");
+    assert!(line.contains("already using"), "{line}");
+    assert_eq!(
+        app.get("/healthz").status,
+        200,
+        "the first server is unaffected"
+    );
+    let keys = run_to_exit(&["keys", "list", "--db", app.db.to_str().expect("utf-8")]);
+    assert!(
+        keys.status.success(),
+        "key commands still work beside the server"
+    );
+}
