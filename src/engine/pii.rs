@@ -215,7 +215,7 @@ fn luhn(d: &[u32]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn is_ssn(c: &regex::Captures<'_>) -> bool {
