@@ -12,6 +12,7 @@
 //! - [`engine`]: the check engine, one rule per file; pure and deterministic.
 //! - [`store`]: the `Store` interface and its SQLite backend (group commit).
 //! - [`auth`]: API keys, projects, permissions; [`ratelimit`]: per-key limits in memory.
+//! - [`metrics`]: `GET /metrics`, Prometheus counters and histograms.
 //! - [`ui`]: the embedded web UI (one page, two assets) and its Content-Security-Policy.
 //! - [`error`]: `ApiError`, the contract's error envelope.
 
@@ -23,6 +24,7 @@ pub mod engine;
 pub mod error;
 pub mod handlers;
 pub mod http;
+pub mod metrics;
 pub mod nudge;
 pub mod policy;
 pub mod ratelimit;

@@ -133,6 +133,7 @@ impl Server {
             limiter: RateLimiter::default(),
             last_used: LastUsed::default(),
             idempotency_ttl: config.idempotency_ttl,
+            metrics: crate::metrics::Metrics::new(config.db.clone()),
         };
         Ok(Server {
             http: Arc::new(http),
@@ -241,6 +242,8 @@ fn handle(app: &App, mut req: Request) {
         reply
     };
     let status = reply.status;
+    let label = route(&method, req.url()).map_or("unmatched", |r| r.label());
+    app.metrics.request(label, status, started.elapsed());
     if body_read {
         if let Err(e) = req.respond(reply.into_response(&rid)) {
             log::debug!("could not send the response to request {rid}: {e}");

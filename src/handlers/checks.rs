@@ -55,6 +55,7 @@ pub fn check(app: &App, call: &Call<'_>) -> Result<Reply, ApiError> {
         });
         e.state
             .on_check(&tool_name, &check.content.value, verdict.consumed_approval);
+        app.metrics.check(&verdict);
         verdict
     };
     let action_check_id = check.check_id.to_string();

@@ -54,6 +54,8 @@ pub struct App {
     pub last_used: LastUsed,
     /// How long `Idempotency-Key` answers are remembered.
     pub idempotency_ttl: Duration,
+    /// Request and verdict counters for `GET /metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// One authorised call of a write endpoint.
@@ -90,6 +92,7 @@ pub fn dispatch(
         Route::Healthz => return (None, ops::healthz(app)),
         // The page needs no key: it asks for one, and the API it calls checks it.
         Route::Ui => return (None, crate::ui::asset(req.url())),
+        Route::Metrics => return (None, ops::metrics(app)),
         Route::RegisterRun => Ok(runs::register),
         Route::Event => Ok(events::log_event),
         Route::Check => Ok(checks::check),

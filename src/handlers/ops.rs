@@ -1,4 +1,4 @@
-//! Operations: `GET /healthz`.
+//! Operations: `GET /healthz`, `GET /metrics`.
 
 use serde_json::json;
 
@@ -13,4 +13,14 @@ pub fn healthz(app: &App) -> Result<Reply, ApiError> {
         200,
         &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
     )
+}
+
+/// The Prometheus exposition text (no key needed, like `/healthz`: it holds counts, not data).
+pub fn metrics(app: &App) -> Result<Reply, ApiError> {
+    Ok(Reply {
+        status: 200,
+        body: app.metrics.render().into_bytes(),
+        headers: Vec::new(),
+        content_type: "text/plain; version=0.0.4; charset=utf-8",
+    })
 }

@@ -24,6 +24,8 @@ pub enum Route {
     Checks,
     /// The web UI: `GET /` and `GET /ui/…`
     Ui,
+    /// `GET /metrics`
+    Metrics,
 }
 
 impl Route {
@@ -39,6 +41,7 @@ impl Route {
             Route::Events => "events",
             Route::Checks => "checks",
             Route::Ui => "ui",
+            Route::Metrics => "metrics",
         }
     }
 }
@@ -49,6 +52,7 @@ const TABLE: &[(&str, &[&str], Route)] = &[
     ("/v1/event", &["POST"], Route::Event),
     ("/v1/check", &["POST"], Route::Check),
     ("/healthz", &["GET", "HEAD"], Route::Healthz),
+    ("/metrics", &["GET", "HEAD"], Route::Metrics),
     ("/v1/runs", &["GET", "HEAD"], Route::Runs),
     ("/v1/events", &["GET", "HEAD"], Route::Events),
     ("/v1/checks", &["GET", "HEAD"], Route::Checks),
@@ -109,6 +113,7 @@ mod tests {
             ("POST", "/v1/event?x=1", Ok(Route::Event)),
             ("POST", "/v1/check", Ok(Route::Check)),
             ("GET", "/healthz", Ok(Route::Healthz)),
+            ("GET", "/metrics", Ok(Route::Metrics)),
             ("HEAD", "/healthz", Ok(Route::Healthz)),
             (
                 "GET",

@@ -17,6 +17,7 @@ mod durability;
 mod errors;
 mod event;
 mod fixtures;
+mod ops;
 mod policy;
 mod reads;
 mod register;
