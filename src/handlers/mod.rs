@@ -93,6 +93,7 @@ pub fn dispatch(
         // The page needs no key: it asks for one, and the API it calls checks it.
         Route::Ui => return (None, crate::ui::asset(req.url())),
         Route::Metrics => return (None, ops::metrics(app)),
+        Route::OpenApi => return (None, ops::openapi()),
         Route::RegisterRun => Ok(runs::register),
         Route::Event => Ok(events::log_event),
         Route::Check => Ok(checks::check),

@@ -24,3 +24,13 @@ pub fn metrics(app: &App) -> Result<Reply, ApiError> {
         content_type: "text/plain; version=0.0.4; charset=utf-8",
     })
 }
+
+/// The OpenAPI document (`src/openapi.json`).
+pub fn openapi() -> Result<Reply, ApiError> {
+    Ok(Reply {
+        status: 200,
+        body: crate::http::OPENAPI.as_bytes().to_vec(),
+        headers: Vec::new(),
+        content_type: crate::http::response::JSON,
+    })
+}

@@ -4,3 +4,6 @@
 pub mod request;
 pub mod response;
 pub mod router;
+
+/// The OpenAPI 3.1 document of the whole HTTP surface, served at `GET /openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");

@@ -26,6 +26,8 @@ pub enum Route {
     Ui,
     /// `GET /metrics`
     Metrics,
+    /// `GET /openapi.json`
+    OpenApi,
 }
 
 impl Route {
@@ -42,6 +44,7 @@ impl Route {
             Route::Checks => "checks",
             Route::Ui => "ui",
             Route::Metrics => "metrics",
+            Route::OpenApi => "openapi",
         }
     }
 }
@@ -53,6 +56,7 @@ const TABLE: &[(&str, &[&str], Route)] = &[
     ("/v1/check", &["POST"], Route::Check),
     ("/healthz", &["GET", "HEAD"], Route::Healthz),
     ("/metrics", &["GET", "HEAD"], Route::Metrics),
+    ("/openapi.json", &["GET", "HEAD"], Route::OpenApi),
     ("/v1/runs", &["GET", "HEAD"], Route::Runs),
     ("/v1/events", &["GET", "HEAD"], Route::Events),
     ("/v1/checks", &["GET", "HEAD"], Route::Checks),
@@ -70,6 +74,15 @@ fn allow_header(methods: &[&str]) -> &'static str {
         ["POST"] => "POST",
         _ => "GET, HEAD",
     }
+}
+
+/// Every path the server answers, with its methods (`/v1/runs/{trace_id}` in OpenAPI's
+/// notation), for checking the OpenAPI document against the router.
+pub fn routes() -> Vec<(&'static str, &'static [&'static str])> {
+    let mut all: Vec<(&'static str, &'static [&'static str])> =
+        TABLE.iter().map(|(p, m, _)| (*p, *m)).collect();
+    all.push(("/v1/runs/{trace_id}", &["GET", "HEAD"]));
+    all
 }
 
 /// The `{trace_id}` of a `/v1/runs/{trace_id}` URL, as written.
@@ -101,6 +114,38 @@ pub fn route(method: &str, url: &str) -> Result<Route, ApiError> {
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
+
+    #[test]
+    fn the_openapi_document_has_every_route_and_nothing_else() {
+        let doc: serde_json::Value =
+            serde_json::from_str(crate::http::OPENAPI).expect("openapi.json is JSON");
+        let paths = doc["paths"].as_object().expect("paths");
+        let routes = routes();
+        for (path, methods) in &routes {
+            let item = paths
+                .get(*path)
+                .unwrap_or_else(|| panic!("{path} is not in openapi.json"));
+            for m in methods.iter().filter(|m| **m != "HEAD") {
+                assert!(
+                    item.get(m.to_ascii_lowercase()).is_some(),
+                    "{m} {path} is not in openapi.json"
+                );
+            }
+            let documented: Vec<&String> = item.as_object().expect("path item").keys().collect();
+            for op in documented {
+                assert!(
+                    methods.iter().any(|m| m.eq_ignore_ascii_case(op)),
+                    "openapi.json documents {op} {path}, which the router does not answer"
+                );
+            }
+        }
+        for path in paths.keys() {
+            assert!(
+                routes.iter().any(|(p, _)| p == path),
+                "openapi.json documents {path}, which the router does not know"
+            );
+        }
+    }
 
     /// The expected outcome: a route, or an error code with its `Allow` header.
     type Expected = Result<Route, (ErrorCode, Option<&'static str>)>;
