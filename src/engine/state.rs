@@ -174,50 +174,47 @@ impl RunState {
     /// Indexes the values of one text. In untrusted text, values inside injected instructions
     /// are marked as such.
     fn index(&mut self, text: &str, trust: Trust) {
-        let spans = if trust == Trust::Untrusted {
-            injected_spans(text)
-        } else {
-            Vec::new()
-        };
-        if !spans.is_empty() {
-            self.injection_seen = true;
+        if trust == Trust::Neutral {
+            return;
         }
-        if trust == Trust::Untrusted {
-            // Text hidden with invisible Unicode is an injection by itself, and its values do
-            // not appear literally in the text: index what a model would read.
-            let revealed = super::injection::revealed(text);
-            if revealed != text {
-                self.injection_seen = true;
-                for found in values::extract(&revealed) {
-                    let key = format!("{}:{}", found.kind, found.value);
-                    if self.seen.len() < MAX_VALUES || self.seen.contains_key(&key) {
-                        let seen = self.seen.entry(key).or_default();
-                        seen.untrusted = true;
-                        seen.injected = true;
-                    }
-                }
+        if trust == Trust::Trusted {
+            for found in values::extract(text) {
+                self.mark(&found, |seen| seen.trusted = true);
             }
+            return;
         }
+        let spans = injected_spans(text);
+        // Text hidden with invisible Unicode is an injection by itself, and its values do not
+        // appear literally in the text: what a model would read is indexed as injected.
+        let revealed = super::injection::revealed(text);
+        let hidden = revealed != text;
+        self.injection_seen |= !spans.is_empty() || hidden;
         for found in values::extract(text) {
-            let key = format!("{}:{}", found.kind, found.value);
-            if self.seen.len() >= MAX_VALUES && !self.seen.contains_key(&key) {
-                continue;
-            }
-            let seen = self.seen.entry(key).or_default();
-            match trust {
-                Trust::Trusted => seen.trusted = true,
-                Trust::Untrusted => {
+            let injected = spans
+                .iter()
+                .any(|(s, e)| *s <= found.start && found.end <= *e);
+            self.mark(&found, |seen| {
+                seen.untrusted = true;
+                seen.injected |= injected;
+            });
+        }
+        if hidden {
+            for found in values::extract(&revealed) {
+                self.mark(&found, |seen| {
                     seen.untrusted = true;
-                    if spans
-                        .iter()
-                        .any(|(s, e)| *s <= found.start && found.end <= *e)
-                    {
-                        seen.injected = true;
-                    }
-                }
-                Trust::Neutral => {}
+                    seen.injected = true;
+                });
             }
         }
+    }
+
+    /// Updates where a value was seen; a new value is dropped once [`MAX_VALUES`] are kept.
+    fn mark(&mut self, found: &values::Found, update: impl FnOnce(&mut Seen)) {
+        let key = format!("{}:{}", found.kind, found.value);
+        if self.seen.len() >= MAX_VALUES && !self.seen.contains_key(&key) {
+            return;
+        }
+        update(self.seen.entry(key).or_default());
     }
 
     /// Where `kind:value` was seen (all false if never).
