@@ -171,6 +171,16 @@ impl SqliteStore {
         answer.recv().map_err(|_| gone())?
     }
 
+    /// `NotFound` unless the run exists in `scope` (without counting its events, as `get_run`
+    /// does).
+    fn run_visible(&self, scope: Scope<'_>, trace_id: TraceId) -> Result<(), StoreError> {
+        let (project, all) = scope_params(scope);
+        self.read(|conn| {
+            conn.prepare_cached("SELECT 1 FROM runs WHERE trace_id = ?1 AND (?2 OR project = ?3)")?
+                .query_row(params![trace_id.to_string(), all, project], |_| Ok(()))
+        })
+    }
+
     /// Runs `f` on a pooled read connection.
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let pooled = self.readers.lock().map(|mut v| v.pop()).unwrap_or(None);
@@ -427,7 +437,7 @@ impl Store for SqliteStore {
         event_type: Option<&str>,
         page: Page,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        self.get_run(scope, trace_id)?;
+        self.run_visible(scope, trace_id)?;
         self.read(|conn| {
             conn.prepare_cached(
                 "SELECT event_id, trace_id, seq, event_type, occurred_at, received_at_ms,
@@ -476,7 +486,7 @@ impl Store for SqliteStore {
         page: Page,
     ) -> Result<Vec<CheckRecord>, StoreError> {
         if let Some(id) = trace_id {
-            self.get_run(scope, id)?;
+            self.run_visible(scope, id)?;
         }
         let (project, all) = scope_params(scope);
         self.read(|conn| {
