@@ -201,6 +201,17 @@ impl Server {
                 Err(e) => log::error!("cannot start a worker thread: {e}"),
             }
         }
+        // Requests that arrived after the stop signal and were never taken get a 503 instead
+        // of the empty 500 tiny_http sends for a request dropped unanswered.
+        while let Ok(Some(req)) = self.http.try_recv() {
+            let mut err = ApiError::new(
+                crate::error::ErrorCode::StorageUnavailable,
+                "the server is shutting down; retry against its next start",
+            );
+            err.retry_after = Some(1);
+            let rid = request_id(&req);
+            let _ = req.respond(Reply::from_error(&err).into_response(&rid));
+        }
         if let Some(n) = nudger {
             n.stop();
         }

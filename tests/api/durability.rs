@@ -563,3 +563,60 @@ fn every_run_and_event_acknowledged_under_load_survives_repeated_kills_on_one_fi
         acked_events.len()
     );
 }
+
+#[test]
+fn sigterm_under_load_finishes_in_flight_requests_loses_nothing_and_exits_0() {
+    // Arrange: writers registering runs in a loop.
+    let mut app = TestApp::spawn();
+    let addr = app.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..6)
+        .map(|_| {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id = new_trace_id();
+                    match try_post(addr, "/v1/register-agent-run", &registration(&id, "p")) {
+                        Some(200) => acknowledged.push(id),
+                        // Stopping: 503 for requests that arrived after the signal, or no answer.
+                        Some(503) | None => break,
+                        Some(status) => panic!("unexpected status {status}"),
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while runs_present_count(&app) < 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writers made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // Act
+    let status = app.terminate();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged: Vec<String> = writers
+        .into_iter()
+        .flat_map(|w| w.join().expect("writer"))
+        .collect();
+
+    // Assert
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    assert_eq!(
+        runs_present(&app, &acknowledged),
+        acknowledged.len(),
+        "every acknowledged registration is stored"
+    );
+    assert_eq!(integrity(&app), "ok");
+}
+
+fn runs_present_count(app: &TestApp) -> i64 {
+    app.db()
+        .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+        .expect("count runs")
+}
