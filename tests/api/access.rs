@@ -17,8 +17,8 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Barrier, mpsc};
+use std::process::{Child, Output, Stdio};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -26,8 +26,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::helpers::{
-    BIN, Resp, TestApp, count_rows, fresh_dir, http, now_secs, parse_startup_line, signal,
-    transfer_check, user_event,
+    Resp, TestApp, assert_one_error_line, count_rows, fresh_dir, http, now_secs,
+    parse_startup_line, run_to_exit, runwarden_command, transfer_check, user_event,
 };
 
 const REGISTER: &str = "/v1/register-agent-run";
@@ -57,21 +57,9 @@ const UNKNOWN_KEY: &str = "rw_dev_0000000000000000000000000000000000000000000000
 // The CLI
 // ---------------------------------------------------------------------------------------------
 
-/// The binary with `args`, `RUST_LOG=error` and no `RUNWARDEN_*` variable of the environment.
-fn runwarden(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).env("RUST_LOG", "error").stdin(Stdio::null());
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("RUNWARDEN_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
 /// Runs `runwarden keys ARGS --db DB` to completion.
 fn keys_cmd(db: &Path, args: &[&str]) -> Output {
-    runwarden(&["keys"])
+    runwarden_command(&["keys"])
         .args(args)
         .arg("--db")
         .arg(db)
@@ -347,7 +335,7 @@ impl Drop for Served {
 
 /// Starts `serve --db DB ARGS` and reads its start-up line.
 fn serve(db: &Path, args: &[&str]) -> Served {
-    let mut child = runwarden(&["serve", "--db"])
+    let mut child = runwarden_command(&["serve", "--db"])
         .arg(db)
         .args(args)
         .stdout(Stdio::piped())
@@ -372,42 +360,6 @@ fn serve(db: &Path, args: &[&str]) -> Served {
         line,
         addr: SocketAddr::from(([127, 0, 0, 1], bound.port())),
     }
-}
-
-/// Runs `runwarden ARGS` to completion (killed, and the test failed, after 10 s).
-fn run_to_exit(args: &[&str]) -> Output {
-    let child = runwarden(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start runwarden");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(output) => output.expect("collect the output"),
-        Err(_) => {
-            signal(pid, "KILL");
-            panic!("runwarden {args:?} did not exit within 10 s");
-        }
-    }
-}
-
-/// Asserts exit code 1 and exactly one stderr line, starting `error:`; returns that line.
-#[track_caller]
-fn assert_one_error_line(output: &Output, case: &str) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "{case}: exit code; stderr {stderr:?}"
-    );
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "{case}: one stderr line; stderr {stderr:?}");
-    assert!(lines[0].starts_with("error:"), "{case}: {stderr:?}");
-    lines[0].to_string()
 }
 
 // ---------------------------------------------------------------------------------------------

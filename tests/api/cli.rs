@@ -5,13 +5,14 @@
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{BIN, TestApp, fresh_dir, http, parse_startup_line, signal};
+use crate::helpers::{
+    BIN, TestApp, assert_one_error_line, fresh_dir, http, parse_startup_line, run_to_exit, signal,
+};
 
 const VARS: [&str; 6] = [
     "RUNWARDEN_ADDR",
@@ -34,49 +35,6 @@ fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
         cmd.env(name, value);
     }
     cmd
-}
-
-/// Runs the binary to completion (at most 10 s; it is killed and the test fails after that).
-fn run_to_exit(args: &[&str]) -> Output {
-    let dir = fresh_dir("cli");
-    let child = command(&dir, args, &[])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start runwarden");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(output) => output.expect("collect the output"),
-        Err(_) => {
-            signal(pid, "KILL");
-            panic!("runwarden {args:?} did not exit within 10 s");
-        }
-    }
-}
-
-/// Asserts exit code 1 and exactly one stderr line, starting `error:`, without panic text;
-/// returns that line.
-#[track_caller]
-fn assert_one_error_line(output: &Output, case: &str) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "{case}: exit code; stderr {stderr:?}"
-    );
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "{case}: one stderr line; stderr {stderr:?}");
-    assert!(lines[0].starts_with("error:"), "{case}: {stderr:?}");
-    assert!(
-        !stderr.contains("panicked"),
-        "{case}: panic text: {stderr:?}"
-    );
-    lines[0].to_string()
 }
 
 /// A server started by a test with its own arguments and environment.

@@ -186,6 +186,62 @@ impl Drop for TestApp {
     }
 }
 
+/// The binary with `args`, `RUST_LOG=error`, no standard input, and none of the environment's
+/// `RUNWARDEN_*` variables (so a developer's settings cannot change a test).
+pub fn runwarden_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env("RUST_LOG", "error").stdin(Stdio::null());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("RUNWARDEN_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+/// Runs the binary with `args` to completion in a fresh directory (at most 10 s; it is killed
+/// and the test fails after that).
+pub fn run_to_exit(args: &[&str]) -> std::process::Output {
+    let child = runwarden_command(args)
+        .current_dir(fresh_dir("run"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start runwarden");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(output) => output.expect("collect the output"),
+        Err(_) => {
+            signal(pid, "KILL");
+            panic!("runwarden {args:?} did not exit within 10 s");
+        }
+    }
+}
+
+/// Asserts exit code 1 and exactly one stderr line, starting `error:`, without panic text;
+/// returns that line.
+#[track_caller]
+pub fn assert_one_error_line(output: &std::process::Output, case: &str) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{case}: exit code; stderr {stderr:?}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{case}: one stderr line; stderr {stderr:?}");
+    assert!(lines[0].starts_with("error:"), "{case}: {stderr:?}");
+    assert!(
+        !stderr.contains("panicked"),
+        "{case}: panic text: {stderr:?}"
+    );
+    lines[0].to_string()
+}
+
 /// Sends a signal by name (`TERM`, `INT`, `KILL`) to a process.
 pub fn signal(pid: u32, name: &str) {
     let ok = Command::new("kill")

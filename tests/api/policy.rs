@@ -46,11 +46,7 @@ fn repo(path: &str) -> PathBuf {
 }
 
 fn runwarden(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run runwarden")
+    crate::helpers::run_to_exit(args)
 }
 
 fn refund_check(trace_id: &str, amount: f64) -> Value {
