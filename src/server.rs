@@ -234,6 +234,7 @@ fn handle(app: &App, mut req: Request) {
     // Bodies up to 1 KiB are buffered by tiny_http before the request reaches us.
     let announced = req.body_length().map_or(0, |l| l as u64);
     let mut body_read = announced <= 1024;
+    let mut label = "unmatched";
     let reply = if announced > app.max_body_bytes.max(MAX_DRAIN_BYTES) {
         // Never route it: answer at once and do not let tiny_http drain it.
         log::warn!("request {rid}: Content-Length {announced} is far over the limit");
@@ -242,6 +243,7 @@ fn handle(app: &App, mut req: Request) {
         let mut decision = None;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let route = route(&method, req.url())?;
+            label = route.label();
             let (d, outcome) = dispatch(app, route, &mut req, &mut body_read);
             decision = d;
             outcome
@@ -253,7 +255,6 @@ fn handle(app: &App, mut req: Request) {
         reply
     };
     let status = reply.status;
-    let label = route(&method, req.url()).map_or("unmatched", |r| r.label());
     app.metrics.request(label, status, started.elapsed());
     if body_read {
         if let Err(e) = req.respond(reply.into_response(&rid)) {

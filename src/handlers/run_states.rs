@@ -32,7 +32,9 @@ pub struct RunEntry {
 pub struct RunStates {
     runs: Mutex<HashMap<TraceId, Arc<Mutex<RunEntry>>>>,
     /// Held while a run is loaded from the store, so that requests arriving together for a run
-    /// not in memory load it once, not once each (a run's history may be large).
+    /// not in memory load it once, not once each (a run's history may be large). Loads of
+    /// different runs wait for each other too; they are rare (once per run after a restart or
+    /// an eviction), and one lock is simpler than one per run.
     loading: Mutex<()>,
 }
 
