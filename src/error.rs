@@ -321,7 +321,8 @@ impl std::error::Error for ApiError {}
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unavailable(_) => ApiError::storage_unavailable(err),
+            // A run that kept changing under a check (see `checks.rs`): worth a retry.
+            StoreError::Unavailable(_) | StoreError::Stale => ApiError::storage_unavailable(err),
             StoreError::KeyTaken => ApiError::new(
                 ErrorCode::IdempotencyKeyReused,
                 "this Idempotency-Key was used for a different request; use a new key for a new request",

@@ -1,5 +1,7 @@
-//! Per-key rate limits: fixed one-minute and one-hour windows counted in memory (no database
-//! write per request). Pure: the caller passes the time, so tests are exact.
+//! Per-key rate limits: fixed one-minute and one-hour windows. Pure: the caller passes the
+//! time, so tests are exact. Where the counters live is the store's choice
+//! (`Store::rate_limit`): in memory for SQLite (no database write per request), in a shared
+//! table for PostgreSQL, whose instances must count together.
 //!
 //! Windows are aligned to the Unix clock (a minute window is `[60k, 60k+60)` seconds). A request
 //! is allowed when every window has room; an allowed request counts in both windows, a refused
@@ -24,38 +26,37 @@ pub struct Decision {
     pub reset_secs: u64,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Window {
-    index: u64,
-    count: u32,
+/// One fixed window: which one (Unix seconds ÷ its length) and how many requests it counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// The window's index: Unix seconds divided by its length.
+    pub index: u64,
+    /// Requests counted in it.
+    pub count: u32,
 }
 
-#[derive(Debug, Default)]
-struct KeyState {
-    minute: Window,
-    hour: Window,
+/// The counters of one key. Pure: [`KeyWindows::decide`] is the whole algorithm, whether the
+/// counters live in memory (one instance) or in a database row shared by several instances.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KeyWindows {
+    /// The one-minute window.
+    pub minute: Window,
+    /// The one-hour window.
+    pub hour: Window,
 }
 
-/// Counters of every key seen since start.
-#[derive(Debug, Default)]
-pub struct RateLimiter {
-    keys: Mutex<HashMap<String, KeyState>>,
-}
-
-impl RateLimiter {
-    /// Decides for one request of `key_id` at Unix time `now_secs`. `None` when the key has no
-    /// limits at all (admin), so there is nothing to report.
-    pub fn check(&self, key_id: &str, limits: Limits, now_secs: u64) -> Option<Decision> {
+impl KeyWindows {
+    /// Decides for one request under `limits` at Unix time `now_secs`, counting it if allowed.
+    /// `None` when there are no limits at all (admin), so there is nothing to report.
+    pub fn decide(&mut self, limits: Limits, now_secs: u64) -> Option<Decision> {
         if limits.per_minute.is_none() && limits.per_hour.is_none() {
             return None;
         }
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let state = keys.entry(key_id.to_string()).or_default();
         let windows = [
-            (limits.per_minute, 60u64, &mut state.minute),
-            (limits.per_hour, 3600u64, &mut state.hour),
+            (limits.per_minute, 60u64, &mut self.minute),
+            (limits.per_hour, 3600u64, &mut self.hour),
         ];
-        // (limit, count, length, reset) of each limited window, counts of stale windows reset.
+        // (limit, window, reset) of each limited window, counts of stale windows reset.
         let mut active: Vec<(u32, &mut Window, u64)> = Vec::with_capacity(2);
         for (limit, length, window) in windows {
             let Some(limit) = limit else { continue };
@@ -91,6 +92,26 @@ impl RateLimiter {
                 exhausted.unwrap_or(*reset)
             },
         })
+    }
+}
+
+/// The counters of every key seen since start, in memory: right when one process serves the
+/// database (the SQLite backend). A shared database keeps them in a table instead.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    keys: Mutex<HashMap<String, KeyWindows>>,
+}
+
+impl RateLimiter {
+    /// Decides for one request of `key_id` at Unix time `now_secs` (see [`KeyWindows::decide`]).
+    pub fn check(&self, key_id: &str, limits: Limits, now_secs: u64) -> Option<Decision> {
+        if limits.per_minute.is_none() && limits.per_hour.is_none() {
+            return None;
+        }
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.entry(key_id.to_string())
+            .or_default()
+            .decide(limits, now_secs)
     }
 }
 

@@ -26,7 +26,6 @@ use crate::http::response::Reply;
 use crate::http::router::route;
 use crate::nudge::Nudger;
 use crate::policy::Policy;
-use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
@@ -130,7 +129,6 @@ impl Server {
             max_body_bytes: config.max_body_bytes,
             schemas: SchemaCache::default(),
             open_allowed,
-            limiter: RateLimiter::default(),
             last_used: LastUsed::default(),
             idempotency_ttl: config.idempotency_ttl,
             metrics: crate::metrics::Metrics::new(config.db.clone()),

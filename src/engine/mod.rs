@@ -47,7 +47,7 @@ pub struct Finding {
 }
 
 /// The engine's answer for one action.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Verdict {
     /// False exactly when a block finding exists.
     pub is_safe: bool,

@@ -95,8 +95,10 @@ pub enum HistoryItem {
         /// The content, parsed.
         content: Value,
     },
-    /// A check: its tool, arguments and whether it consumed an approval.
+    /// A check: its sequence number, tool, arguments and whether it consumed an approval.
     Check {
+        /// Per-run sequence number.
+        seq: u64,
         /// The tool's name.
         tool: String,
         /// The arguments, parsed.
@@ -124,6 +126,12 @@ impl RunState {
         history: impl IntoIterator<Item = HistoryItem>,
     ) -> Self {
         let mut state = RunState::new(system_prompt);
+        state.apply(policy, history);
+        state
+    }
+
+    /// Applies stored history items (in sequence order) that came after those already applied.
+    pub fn apply(&mut self, policy: &AgentPolicy, history: impl IntoIterator<Item = HistoryItem>) {
         for item in history {
             match item {
                 HistoryItem::Event {
@@ -133,16 +141,16 @@ impl RunState {
                     content,
                 } => {
                     let trust = trust_of(event_type, tool.as_deref(), policy);
-                    state.on_event(seq, event_type, trust, &content)
+                    self.on_event(seq, event_type, trust, &content)
                 }
                 HistoryItem::Check {
                     tool,
                     arguments,
                     consumed_approval,
-                } => state.on_check(&tool, &arguments, consumed_approval),
+                    ..
+                } => self.on_check(&tool, &arguments, consumed_approval),
             }
         }
-        state
     }
 
     /// The constraints read from the system prompt.
@@ -348,11 +356,13 @@ mod tests {
                 content: json!({"approval": {"tool": "refund"}}),
             },
             HistoryItem::Check {
+                seq: 2,
                 tool: "refund".into(),
                 arguments: json!({"amount": 750}),
                 consumed_approval: true,
             },
             HistoryItem::Check {
+                seq: 3,
                 tool: "refund".into(),
                 arguments: json!({"amount": 750}),
                 consumed_approval: false,

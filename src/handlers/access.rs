@@ -61,10 +61,12 @@ pub fn authorize(principal: &Principal, route: Route) -> Result<(), ApiError> {
 
 /// Counts the request against the key's limits. `None` for callers without limits (open
 /// mode, admin keys); a decision that is not `allowed` is answered with [`rate_limited`].
-pub fn rate_limit(app: &App, principal: &Principal) -> Option<Decision> {
-    let key_id = principal.key_id.as_deref()?;
+pub fn rate_limit(app: &App, principal: &Principal) -> Result<Option<Decision>, ApiError> {
+    let Some(key_id) = principal.key_id.as_deref() else {
+        return Ok(None);
+    };
     let now = OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
-    app.limiter.check(key_id, principal.limits, now)
+    Ok(app.store.rate_limit(key_id, principal.limits, now)?)
 }
 
 /// 429 RATE_LIMITED with `Retry-After` for a refusing decision.

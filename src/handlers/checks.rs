@@ -37,56 +37,71 @@ pub fn check(app: &App, call: &Call<'_>) -> Result<Reply, ApiError> {
         .states
         .get(app.store.as_ref(), &app.policy, project, trace_id)
         .map_err(not_found)?;
-    // Judge and update the run's state under its lock, so two checks of one run see each
-    // other (an approval is used once; repetitions count); write after releasing it, so that
-    // checks of one run still share a group commit.
-    let verdict = {
-        let mut e = entry.lock().unwrap_or_else(|p| p.into_inner());
-        let e = &mut *e;
-        let verdict = app.engine.check(&CheckContext {
+    let action_check_id = check.check_id.to_string();
+    let timestamp = unix_seconds_millis(check.received_at);
+    // Under the run's lock: catch up with what was stored since (through this instance or
+    // another one), judge, and store the check only if nothing was added meanwhile; if
+    // something was (another instance, or an event of this one arriving between the
+    // catch-up and the write), judge again. So a verdict sees every item stored before it, and
+    // an approval is used once, however many instances serve the run.
+    let mut e = entry.lock().unwrap_or_else(|p| p.into_inner());
+    let e = &mut *e;
+    let mut recorded = RecordedCheck {
+        check,
+        tool_name,
+        verdict: Default::default(),
+        after_seq: 0,
+    };
+    for _ in 0..MAX_ATTEMPTS {
+        e.catch_up(app.store.as_ref(), trace_id)
+            .map_err(not_found)?;
+        recorded.verdict = app.engine.check(&CheckContext {
             run: &e.run,
             state: &e.state,
             policy: &e.policy,
             action: &Action {
-                tool_name: &tool_name,
-                arguments: &check.content.value,
+                tool_name: &recorded.tool_name,
+                arguments: &recorded.check.content.value,
                 schema: &schema,
             },
         });
-        e.state
-            .on_check(&tool_name, &check.content.value, verdict.consumed_approval);
-        app.metrics.check(&verdict);
-        verdict
-    };
-    let action_check_id = check.check_id.to_string();
-    let timestamp = unix_seconds_millis(check.received_at);
-    let body = serde_json::to_vec(&Judged {
-        is_safe: verdict.is_safe,
-        reasoning: &verdict.reasoning,
-        action_check_id,
-        timestamp,
-        findings: &verdict.findings,
-    })
-    .map_err(ApiError::internal)?;
-    let replay = call.replay(200, &body);
-    let recorded = RecordedCheck {
-        check,
-        tool_name,
-        verdict,
-    };
-    if let Err(e) = app.store.record_check(project, recorded, replay) {
-        // The state counted a check that is not stored: load it afresh next time.
-        app.states.forget(trace_id);
-        return Err(not_found(e));
+        recorded.after_seq = e.applied_seq;
+        let body = serde_json::to_vec(&Judged {
+            is_safe: recorded.verdict.is_safe,
+            reasoning: &recorded.verdict.reasoning,
+            action_check_id: action_check_id.clone(),
+            timestamp,
+            findings: &recorded.verdict.findings,
+        })
+        .map_err(ApiError::internal)?;
+        let replay = call.replay(200, &body);
+        match app.store.record_check(project, recorded.clone(), replay) {
+            Ok(seq) => {
+                let v = &recorded.verdict;
+                e.state.on_check(
+                    &recorded.tool_name,
+                    &recorded.check.content.value,
+                    v.consumed_approval,
+                );
+                e.applied_seq = seq;
+                app.metrics.check(v);
+                return Ok(Reply {
+                    status: 200,
+                    body,
+                    headers: Vec::new(),
+                    content_type: crate::http::response::JSON,
+                });
+            }
+            Err(StoreError::Stale) => continue,
+            Err(other) => return Err(not_found(other)),
+        }
     }
-    drop(entry);
-    Ok(Reply {
-        status: 200,
-        body,
-        headers: Vec::new(),
-        content_type: crate::http::response::JSON,
-    })
+    // The run kept changing: 503, the client retries.
+    Err(StoreError::Stale.into())
 }
+
+/// How many times a check is judged again because its run changed before it was stored.
+const MAX_ATTEMPTS: usize = 8;
 
 fn not_found(e: StoreError) -> ApiError {
     match e {

@@ -4,7 +4,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{App, Call, compile_schema, parse_json};
-use crate::domain::event::{EventType, EventWire};
+use crate::domain::event::EventWire;
 use crate::domain::time::unix_seconds_millis;
 use crate::error::{ApiError, MAX_DETAILS};
 use crate::http::response::Reply;
@@ -33,22 +33,12 @@ pub fn log_event(app: &App, call: &Call<'_>) -> Result<Reply, ApiError> {
         },
     )?;
     let replay = call.replay(answer.status, &answer.body);
-    let (trace_id, event_type) = (event.trace_id, event.event_type);
-    // Kept for the run's derived state (approvals, where values were seen).
-    let content = (event_type != EventType::ModelInput && event_type != EventType::ModelOutput)
-        .then(|| event.content.value.clone());
-    let tool = schema.tool_name().map(str::to_string);
+    // The run's derived state reads the event from the store at its next check.
     match app
         .store
         .append_event(&call.principal.project, event, replay)
     {
-        Ok(seq) => {
-            if let Some(content) = content {
-                app.states
-                    .on_event(trace_id, seq, event_type, tool.as_deref(), &content);
-            }
-            Ok(answer)
-        }
+        Ok(_) => Ok(answer),
         Err(StoreError::NotFound) => Err(ApiError::trace_not_found()),
         Err(e) => Err(e.into()),
     }

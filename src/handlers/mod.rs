@@ -26,7 +26,7 @@ use crate::http::request::read_body;
 use crate::http::response::Reply;
 use crate::http::router::Route;
 use crate::policy::Policy;
-use crate::ratelimit::{Decision, RateLimiter};
+use crate::ratelimit::Decision;
 use crate::store::{Replay, Store};
 use access::{Idempotency, LastUsed};
 use run_states::RunStates;
@@ -48,8 +48,6 @@ pub struct App {
     /// Whether requests without a key are served while no active key exists (loopback address
     /// or `--allow-open`).
     pub open_allowed: bool,
-    /// Per-key request counters.
-    pub limiter: RateLimiter,
     /// When keys were last recorded as used.
     pub last_used: LastUsed,
     /// How long `Idempotency-Key` answers are remembered.
@@ -107,7 +105,10 @@ pub fn dispatch(
         Err(e) => return (None, Err(e)),
     };
     // Every authenticated request counts, a refused one (403) too.
-    let decision = access::rate_limit(app, &principal);
+    let decision = match access::rate_limit(app, &principal) {
+        Ok(d) => d,
+        Err(e) => return (None, Err(e)),
+    };
     if let Some(d) = decision.filter(|d| !d.allowed) {
         return (decision, Err(access::rate_limited(&d)));
     }

@@ -1,19 +1,20 @@
 //! The derived state of recently used runs, in memory, so a check costs the same whatever the
 //! length of its run's history. A run not in memory is loaded once from the store
-//! (`Store::run_history`: its system events and checks) and kept up to date by the event and
-//! check handlers. At most [`RunStates::CAPACITY`] runs are kept; runs not in use go first.
+//! (`Store::run_history`: its events and checks); before each check, whatever was stored
+//! since (by this instance or another one sharing the database) is read and applied
+//! ([`RunStates::catch_up`]). The store is the truth, the memory a cache of it: a check's
+//! write succeeds only if nothing was added to its run since the state it was judged on
+//! (`RecordedCheck::after_seq`). At most [`RunStates::CAPACITY`] runs are kept; runs not in
+//! use go first.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
-
-use crate::domain::event::EventType;
 use crate::domain::ids::TraceId;
 use crate::engine::RunContext;
-use crate::engine::state::{RunState, trust_of};
+use crate::engine::state::RunState;
 use crate::policy::{AgentPolicy, Policy};
-use crate::store::{Store, StoreError};
+use crate::store::{History, Store, StoreError};
 
 /// One run in memory.
 pub struct RunEntry {
@@ -25,6 +26,25 @@ pub struct RunEntry {
     pub policy: AgentPolicy,
     /// Its derived state.
     pub state: RunState,
+    /// The run's latest sequence number reflected in `state`.
+    pub applied_seq: u64,
+}
+
+impl RunEntry {
+    /// Applies the stored items after `applied_seq` (read from `store`).
+    pub fn catch_up(&mut self, store: &dyn Store, trace_id: TraceId) -> Result<(), StoreError> {
+        let history = store.run_history(&self.project, trace_id, self.applied_seq)?;
+        self.apply(history);
+        Ok(())
+    }
+
+    fn apply(&mut self, history: History) {
+        if history.last_seq <= self.applied_seq {
+            return;
+        }
+        self.state.apply(&self.policy, history.items);
+        self.applied_seq = history.last_seq;
+    }
 }
 
 /// See the module doc.
@@ -44,6 +64,7 @@ impl RunStates {
 
     /// The run's entry, loaded from `store` if it is not in memory. `NotFound` if the run does
     /// not exist in `project`. Holding the returned `Arc` keeps the entry from being evicted.
+    /// The entry may lag behind the store: call [`RunEntry::catch_up`] under its lock.
     pub fn get(
         &self,
         store: &dyn Store,
@@ -59,21 +80,22 @@ impl RunStates {
         if let Some(found) = self.cached(project, trace_id) {
             return found;
         }
-        let (run, history) = store.run_history(project, trace_id)?;
-        let agent_policy = policy.for_agent(&run.agent_id);
-        let state = RunState::rebuild(&run.system_prompt, &agent_policy, history);
+        let history = store.run_history(project, trace_id, 0)?;
+        let agent_policy = policy.for_agent(&history.run.agent_id);
+        let mut entry = RunEntry {
+            project: project.to_string(),
+            policy: agent_policy,
+            state: RunState::new(&history.run.system_prompt),
+            run: history.run.clone(),
+            applied_seq: 0,
+        };
+        entry.apply(history);
         // What the grammar read from the system prompt, for whoever wonders why a check
         // blocked (debug only: the constraints quote the prompt).
         log::debug!(
             "run {trace_id}: constraints from the system prompt: {:?}",
-            state.constraints()
+            entry.state.constraints()
         );
-        let entry = RunEntry {
-            project: project.to_string(),
-            policy: agent_policy,
-            state,
-            run,
-        };
         let mut runs = self.lock();
         if runs.len() >= Self::CAPACITY {
             evict(&mut runs);
@@ -98,32 +120,6 @@ impl RunStates {
         } else {
             Err(StoreError::NotFound)
         })
-    }
-
-    /// Applies a stored event to the run's state, if the run is in memory (otherwise the event
-    /// is part of the history it will be loaded from). `tool` is the tool named by the event's
-    /// schema, for the policy's `trusted_tools`.
-    pub fn on_event(
-        &self,
-        trace_id: TraceId,
-        seq: u64,
-        event_type: EventType,
-        tool: Option<&str>,
-        content: &Value,
-    ) {
-        let entry = self.lock().get(&trace_id).cloned();
-        if let Some(entry) = entry
-            && let Ok(mut e) = entry.lock()
-        {
-            let trust = trust_of(event_type, tool, &e.policy);
-            e.state.on_event(seq, event_type, trust, content);
-        }
-    }
-
-    /// Forgets a run, so that it is loaded afresh from the store next time (after a write
-    /// whose effect on the state could not be confirmed).
-    pub fn forget(&self, trace_id: TraceId) {
-        self.lock().remove(&trace_id);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TraceId, Arc<Mutex<RunEntry>>>> {

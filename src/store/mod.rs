@@ -9,11 +9,12 @@ pub mod sqlite;
 
 use std::fmt;
 
-use crate::auth::ApiKey;
-use crate::domain::event::{NewCheck, NewEvent, NewRun};
+use crate::auth::{ApiKey, Limits};
+use crate::domain::event::{EventType, NewCheck, NewEvent, NewRun};
 use crate::domain::ids::TraceId;
 use crate::engine::state::HistoryItem;
 use crate::engine::{RunContext, Verdict};
+use crate::ratelimit::Decision;
 
 /// A check together with the verdict it got, as stored.
 #[derive(Debug, Clone)]
@@ -24,6 +25,22 @@ pub struct RecordedCheck {
     pub tool_name: String,
     /// The engine's verdict.
     pub verdict: Verdict,
+    /// The run's latest sequence number when the verdict was judged: the check is stored only
+    /// if nothing was added to the run since (otherwise `Stale`), so that a verdict never
+    /// misses an event or check another request or instance stored meanwhile, and an approval
+    /// is used once.
+    pub after_seq: u64,
+}
+
+/// A run and the part of its history its derived state is built from.
+#[derive(Debug, Clone)]
+pub struct History {
+    /// What the check engine needs to know of the run.
+    pub run: RunContext,
+    /// The items after the requested sequence number, up to `last_seq`, in order.
+    pub items: Vec<HistoryItem>,
+    /// The run's latest sequence number when read: `items` is its whole history up to it.
+    pub last_seq: u64,
 }
 
 /// The answer to remember for an `Idempotency-Key`, stored in the same transaction as the
@@ -221,6 +238,9 @@ pub enum StoreError {
     KeyTaken,
     /// The row the operation needs does not exist (e.g. an unknown trace_id).
     NotFound,
+    /// The run changed since the history the write was based on (see
+    /// [`RecordedCheck::after_seq`]); nothing was written.
+    Stale,
     /// The database cannot take the operation now: busy past its timeout, disk full, or the
     /// writer is gone. Worth a retry.
     Unavailable(String),
@@ -234,6 +254,7 @@ impl fmt::Display for StoreError {
             StoreError::Conflict => f.write_str("uniqueness constraint violated"),
             StoreError::KeyTaken => f.write_str("idempotency key already recorded"),
             StoreError::NotFound => f.write_str("not found"),
+            StoreError::Stale => f.write_str("the run changed meanwhile"),
             StoreError::Unavailable(why) => write!(f, "storage unavailable: {why}"),
             StoreError::Other(why) => write!(f, "storage error: {why}"),
         }
@@ -264,7 +285,8 @@ pub trait Store: Send + Sync {
     ) -> Result<u64, StoreError>;
 
     /// Stores a judged check in its run's history and returns its per-run sequence number.
-    /// `NotFound` if the run does not exist in `project`.
+    /// `NotFound` if the run does not exist in `project`; `Stale` if the run has items after
+    /// `check.after_seq`.
     fn record_check(
         &self,
         project: &str,
@@ -272,16 +294,25 @@ pub trait Store: Send + Sync {
         replay: Option<Replay>,
     ) -> Result<u64, StoreError>;
 
-    /// What the check engine needs to know of a run of `project`.
-    fn run_context(&self, project: &str, trace_id: TraceId) -> Result<RunContext, StoreError>;
-
-    /// A run of `project` and the part of its history its derived state is built from
-    /// (system events and checks), in sequence order.
+    /// A run of `project` and the part of its history after sequence number `after_seq` that
+    /// its derived state is built from (events other than model input and output, and
+    /// checks), in sequence order. `after_seq` 0 is the whole history.
     fn run_history(
         &self,
         project: &str,
         trace_id: TraceId,
-    ) -> Result<(RunContext, Vec<HistoryItem>), StoreError>;
+        after_seq: u64,
+    ) -> Result<History, StoreError>;
+
+    /// Counts one request of key `key_id` against `limits` at Unix time `now_secs` (see
+    /// [`KeyWindows::decide`](crate::ratelimit::KeyWindows::decide)), in
+    /// counters every instance serving this database shares.
+    fn rate_limit(
+        &self,
+        key_id: &str,
+        limits: Limits,
+        now_secs: u64,
+    ) -> Result<Option<Decision>, StoreError>;
 
     /// The answer remembered for `key` in `project`, unless older than `not_before_ms`.
     fn replay(
@@ -347,4 +378,40 @@ pub trait Store: Send + Sync {
 
     /// Succeeds when the database answers a query.
     fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// One history item from its stored columns, the same for every backend: `name` is the event
+/// type of an event, the tool of a check; `schema` is an event's schema text.
+pub(crate) fn history_item(
+    seq: i64,
+    is_check: bool,
+    content: &str,
+    name: String,
+    schema: Option<&str>,
+    consumed_approval: bool,
+) -> HistoryItem {
+    // Stored content is JSON text (validated on the way in).
+    let value = serde_json::from_str(content).unwrap_or(serde_json::Value::Null);
+    let seq = seq.max(0) as u64;
+    if is_check {
+        return HistoryItem::Check {
+            seq,
+            tool: name,
+            arguments: value,
+            consumed_approval,
+        };
+    }
+    let tool = schema
+        .and_then(|s| serde_json::from_str(s).ok())
+        .and_then(|s| {
+            crate::domain::schema::detect(&s)
+                .ok()
+                .and_then(|d| d.tool_name)
+        });
+    HistoryItem::Event {
+        seq,
+        event_type: EventType::parse(&name).unwrap_or(EventType::System),
+        tool,
+        content: value,
+    }
 }

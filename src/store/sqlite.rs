@@ -21,16 +21,16 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::{
-    CheckRecord, EventRecord, ImportOutcome, ImportedItem, ImportedRun, Page, RecordedCheck,
-    Replay, RunRecord, Scope, Store, StoreError, StoredJson, StoredReplay,
+    CheckRecord, EventRecord, History, ImportOutcome, ImportedItem, ImportedRun, Page,
+    RecordedCheck, Replay, RunRecord, Scope, Store, StoreError, StoredJson, StoredReplay,
+    history_item,
 };
-use crate::auth::{ApiKey, KeyType};
-use crate::domain::event::EventType;
+use crate::auth::{ApiKey, KeyType, Limits};
 use crate::domain::event::{NewCheck, NewEvent, NewRun};
 use crate::domain::ids::TraceId;
 use crate::domain::time::format_millis_utc;
 use crate::engine::RunContext;
-use crate::engine::state::HistoryItem;
+use crate::ratelimit::{Decision, RateLimiter};
 
 /// The embedded database definition.
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
@@ -88,6 +88,7 @@ pub struct SqliteStore {
     writer_thread: Option<JoinHandle<()>>,
     checkpointer: Option<Checkpointer>,
     readers: Mutex<Vec<Connection>>,
+    limiter: RateLimiter,
 }
 
 /// The background checkpointer: its stop signal and its thread.
@@ -153,6 +154,7 @@ impl SqliteStore {
             writer_thread: Some(writer_thread),
             checkpointer: Some(checkpointer),
             readers: Mutex::new(Vec::new()),
+            limiter: RateLimiter::default(),
         })
     }
 
@@ -249,78 +251,69 @@ impl Store for SqliteStore {
         self.write(WriteOp::Check(project.to_string(), check, replay))
     }
 
-    fn run_context(&self, project: &str, trace_id: TraceId) -> Result<RunContext, StoreError> {
-        self.read(|conn| {
-            conn.prepare_cached(
-                "SELECT agent_id, system_prompt FROM runs WHERE trace_id = ?1 AND project = ?2",
-            )?
-            .query_row(params![trace_id.to_string(), project], |r| {
-                Ok(RunContext {
-                    agent_id: r.get(0)?,
-                    system_prompt: r.get(1)?,
-                })
-            })
-        })
-    }
-
     fn run_history(
         &self,
         project: &str,
         trace_id: TraceId,
-    ) -> Result<(RunContext, Vec<HistoryItem>), StoreError> {
+        after_seq: u64,
+    ) -> Result<History, StoreError> {
         self.read(|conn| {
             let id = trace_id.to_string();
-            let run = conn
+            // The run's latest sequence number first: every item up to it is committed (an
+            // item and the number are written in one transaction), later ones are left out.
+            let (run, last_seq) = conn
                 .prepare_cached(
-                    "SELECT agent_id, system_prompt FROM runs WHERE trace_id = ?1 AND project = ?2",
+                    "SELECT agent_id, system_prompt, last_seq FROM runs
+                      WHERE trace_id = ?1 AND project = ?2",
                 )?
                 .query_row(params![id, project], |r| {
-                    Ok(RunContext {
+                    let run = RunContext {
                         agent_id: r.get(0)?,
                         system_prompt: r.get(1)?,
-                    })
+                    };
+                    Ok((run, r.get::<_, i64>(2)?))
                 })?;
             // What the derived state is made of: events (approvals, where values were seen;
             // model input and output neither add nor launder trust) and checks.
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, 0, content, event_type, schema, 0 FROM events
-                  WHERE trace_id = ?1 AND event_type NOT IN ('model_input', 'model_output')
+                  WHERE trace_id = ?1 AND seq > ?2 AND seq <= ?3
+                    AND event_type NOT IN ('model_input', 'model_output')
                  UNION ALL
                  SELECT seq, 1, content, tool_name, NULL, consumed_approval FROM checks
-                  WHERE trace_id = ?1
+                  WHERE trace_id = ?1 AND seq > ?2 AND seq <= ?3
                  ORDER BY 1",
             )?;
             let items = stmt
-                .query_map([&id], |r| {
-                    let seq: i64 = r.get(0)?;
-                    let is_check: bool = r.get(1)?;
+                .query_map(params![id, after_seq as i64, last_seq], |r| {
                     let content: String = r.get(2)?;
-                    let value = serde_json::from_str(&content).unwrap_or(serde_json::Value::Null);
-                    Ok(if is_check {
-                        HistoryItem::Check {
-                            tool: r.get(3)?,
-                            arguments: value,
-                            consumed_approval: r.get(5)?,
-                        }
-                    } else {
-                        let event_type: String = r.get(3)?;
-                        let schema: String = r.get(4)?;
-                        let tool = serde_json::from_str(&schema).ok().and_then(|s| {
-                            crate::domain::schema::detect(&s)
-                                .ok()
-                                .and_then(|d| d.tool_name)
-                        });
-                        HistoryItem::Event {
-                            seq: seq.max(0) as u64,
-                            event_type: EventType::parse(&event_type).unwrap_or(EventType::System),
-                            tool,
-                            content: value,
-                        }
-                    })
+                    Ok(history_item(
+                        r.get(0)?,
+                        r.get(1)?,
+                        &content,
+                        r.get(3)?,
+                        r.get::<_, Option<String>>(4)?.as_deref(),
+                        r.get(5)?,
+                    ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((run, items))
+            Ok(History {
+                run,
+                items,
+                last_seq: last_seq.max(0) as u64,
+            })
         })
+    }
+
+    fn rate_limit(
+        &self,
+        key_id: &str,
+        limits: Limits,
+        now_secs: u64,
+    ) -> Result<Option<Decision>, StoreError> {
+        // One process serves a SQLite file (see `server.rs`), so its memory is where every
+        // request of the database is counted.
+        Ok(self.limiter.check(key_id, limits, now_secs))
     }
 
     fn replay(
@@ -852,7 +845,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<u64, StoreError> {
         }
         WriteOp::Check(project, rc, replay) => {
             remember(conn, project, replay.as_ref())?;
-            let seq = next_seq(conn, project, rc.check.trace_id)?;
+            let seq = next_seq_after(conn, project, rc.check.trace_id, rc.after_seq)?;
             let findings = serde_json::to_string(&rc.verdict.findings)
                 .map_err(|e| StoreError::Other(format!("cannot serialise findings: {e}")))?;
             insert_check(
@@ -1059,6 +1052,37 @@ fn next_seq(conn: &Connection, project: &str, trace_id: TraceId) -> Result<i64, 
     .ok_or(StoreError::NotFound)
 }
 
+/// Takes the next sequence number of a run of `project` if its latest is still `after`:
+/// `Stale` if something was added since, `NotFound` if there is no such run.
+fn next_seq_after(
+    conn: &Connection,
+    project: &str,
+    trace_id: TraceId,
+    after: u64,
+) -> Result<i64, StoreError> {
+    let id = trace_id.to_string();
+    let taken = conn
+        .prepare_cached(
+            "UPDATE runs SET last_seq = last_seq + 1
+              WHERE trace_id = ?1 AND project = ?2 AND last_seq = ?3
+             RETURNING last_seq",
+        )?
+        .query_row(params![id, project, after as i64], |r| r.get::<_, i64>(0))
+        .optional()?;
+    if let Some(seq) = taken {
+        return Ok(seq);
+    }
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM runs WHERE trace_id = ?1 AND project = ?2")?
+        .query_row(params![id, project], |_| Ok(()))
+        .optional()?;
+    Err(if exists.is_some() {
+        StoreError::Stale
+    } else {
+        StoreError::NotFound
+    })
+}
+
 fn unix_millis(t: time::OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
@@ -1129,7 +1153,7 @@ mod tests {
             store.insert_run(P, again, None),
             Err(StoreError::Conflict)
         ));
-        assert_eq!(store.run_context(P, id)?.system_prompt, "be nice");
+        assert_eq!(store.run_history(P, id, 0)?.run.system_prompt, "be nice");
         Ok(())
     }
 
@@ -1146,6 +1170,50 @@ mod tests {
         Ok(())
     }
 
+    fn check_after(trace_id: TraceId, after_seq: u64) -> RecordedCheck {
+        let e = event(trace_id);
+        RecordedCheck {
+            check: NewCheck {
+                check_id: uuid::Uuid::new_v4(),
+                trace_id,
+                occurred_at: 1.0,
+                received_at: OffsetDateTime::UNIX_EPOCH,
+                content: e.content,
+                schema: e.schema,
+            },
+            tool_name: "t".into(),
+            verdict: crate::engine::Verdict {
+                is_safe: true,
+                reasoning: "ok".into(),
+                ..Default::default()
+            },
+            after_seq,
+        }
+    }
+
+    #[test]
+    fn a_check_judged_on_an_old_history_is_stale_and_not_stored() -> Result<(), StoreError> {
+        let store =
+            SqliteStore::open(&SqliteOptions::new(temp_db("stale"))).map_err(StoreError::Other)?;
+        let id = TraceId::new_random();
+        store.insert_run(P, run(id), None)?;
+        assert_eq!(store.append_event(P, event(id), None)?, 1);
+        // Judged before the event: stale, nothing stored, the sequence unchanged.
+        assert!(matches!(
+            store.record_check(P, check_after(id, 0), None),
+            Err(StoreError::Stale)
+        ));
+        assert_eq!(store.run_history(P, id, 0)?.last_seq, 1);
+        assert_eq!(store.record_check(P, check_after(id, 1), None)?, 2);
+        let h = store.run_history(P, id, 1)?;
+        assert_eq!((h.last_seq, h.items.len()), (2, 1));
+        assert!(matches!(
+            store.record_check(P, check_after(TraceId::new_random(), 0), None),
+            Err(StoreError::NotFound)
+        ));
+        Ok(())
+    }
+
     #[test]
     fn an_event_for_an_unknown_run_is_not_found() -> Result<(), StoreError> {
         let store = SqliteStore::open(&SqliteOptions::new(temp_db("notfound")))
@@ -1155,7 +1223,7 @@ mod tests {
             Err(StoreError::NotFound)
         ));
         assert!(matches!(
-            store.run_context(P, TraceId::new_random()),
+            store.run_history(P, TraceId::new_random(), 0),
             Err(StoreError::NotFound)
         ));
         Ok(())
@@ -1194,7 +1262,7 @@ mod tests {
         assert_eq!(ok.len(), 17);
         assert_eq!(conflicts, 15);
         for id in ok {
-            store.run_context(P, *id)?;
+            store.run_history(P, *id, 0)?;
         }
         Ok(())
     }
@@ -1235,7 +1303,7 @@ mod tests {
         let id = TraceId::new_random();
         store.insert_run("a", run(id), None)?;
         assert!(matches!(
-            store.run_context("b", id),
+            store.run_history("b", id, 0),
             Err(StoreError::NotFound)
         ));
         assert!(matches!(
@@ -1274,7 +1342,7 @@ mod tests {
             Err(StoreError::KeyTaken)
         ));
         assert!(
-            matches!(store.run_context(P, second), Err(StoreError::NotFound)),
+            matches!(store.run_history(P, second, 0), Err(StoreError::NotFound)),
             "nothing written"
         );
         let stored = store.replay(P, "k", 0)?.expect("remembered");
