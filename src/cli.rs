@@ -11,13 +11,14 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{ApiKey, KeyType, generate_key, parse_project};
-use crate::config::{ServeConfig, default_threads, vars};
+use crate::config::{Database, ServeConfig, default_threads, vars};
 use crate::domain::ids::TraceId;
 use crate::policy::Policy;
 use crate::replay::{Replayer, export_run, read_export};
 use crate::server::{Server, load_policy};
 use crate::store::ImportOutcome;
 use crate::store::Store;
+use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{Page, Scope};
 
@@ -160,9 +161,23 @@ enum KeysCommand {
 
 #[derive(Debug, Args)]
 struct DbArg {
-    /// SQLite database file (the same as `serve --db`).
+    /// SQLite database file; created with its tables on first start.
     #[arg(long, env = vars::DB, default_value = "runwarden.db", value_name = "FILE")]
     db: PathBuf,
+
+    /// PostgreSQL database instead of the SQLite file, as postgres://USER:PASSWORD@HOST:PORT/DB
+    /// (the database must exist; its tables are created on first start).
+    #[arg(long, env = vars::DATABASE_URL, value_name = "URL", conflicts_with = "db")]
+    database_url: Option<String>,
+}
+
+impl DbArg {
+    fn database(&self) -> Database {
+        match &self.database_url {
+            Some(url) => Database::Postgres(url.clone()),
+            None => Database::Sqlite(self.db.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -171,9 +186,8 @@ struct ServeArgs {
     #[arg(long, env = vars::ADDR, default_value = "127.0.0.1:8787", value_name = "IP:PORT")]
     addr: SocketAddr,
 
-    /// SQLite database file; created with its tables on first start.
-    #[arg(long, env = vars::DB, default_value = "runwarden.db", value_name = "FILE")]
-    db: PathBuf,
+    #[command(flatten)]
+    db: DbArg,
 
     /// Request worker threads [default: 8 per CPU core, between 8 and 64].
     #[arg(long, env = vars::THREADS, value_name = "N",
@@ -482,7 +496,7 @@ fn export(
         None => Box::new(std::io::stdout().lock()),
     };
     for id in &ids {
-        let lines = export_run(&store, *id).map_err(|e| match e {
+        let lines = export_run(store.as_ref(), *id).map_err(|e| match e {
             crate::store::StoreError::NotFound => format!("no run with trace_id {id}"),
             other => other.to_string(),
         })?;
@@ -577,8 +591,11 @@ fn replay(
     Ok(())
 }
 
-fn open_store(db: &DbArg) -> Result<SqliteStore, String> {
-    SqliteStore::open(&SqliteOptions::new(&db.db))
+fn open_store(db: &DbArg) -> Result<Box<dyn Store>, String> {
+    Ok(match db.database() {
+        Database::Sqlite(path) => Box::new(SqliteStore::open(&SqliteOptions::new(path))?),
+        Database::Postgres(url) => Box::new(PgStore::open(&PgOptions::new(url))?),
+    })
 }
 
 fn keys(cmd: KeysCommand) -> Result<(), Box<dyn Error>> {
@@ -666,7 +683,7 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = ServeConfig {
         addr: args.addr,
-        db: args.db,
+        db: args.db.database(),
         threads: args.threads.map_or_else(default_threads, usize::from),
         max_body_bytes: args.max_body_bytes,
         busy_timeout: Duration::from_millis(args.busy_timeout_ms),
@@ -679,7 +696,6 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     let handle = server.shutdown_handle();
     ctrlc::set_handler(move || handle.shutdown())
         .map_err(|e| format!("cannot install the signal handler: {e}"))?;
-    let db = std::fs::canonicalize(&config.db).unwrap_or(config.db.clone());
     // The one start-up line (stdout, so it shows whatever RUST_LOG says; tests read the port
     // from it).
     let mut out = std::io::stdout().lock();
@@ -687,7 +703,7 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         out,
         "runwarden listening on http://{} (database: {}, {} threads, {})",
         server.local_addr(),
-        db.display(),
+        config.db,
         config.threads,
         server.mode()
     )?;

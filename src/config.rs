@@ -12,6 +12,8 @@ pub mod vars {
     pub const ADDR: &str = "RUNWARDEN_ADDR";
     /// `--db`: the SQLite database file.
     pub const DB: &str = "RUNWARDEN_DB";
+    /// `--database-url`: a PostgreSQL database instead of the SQLite file.
+    pub const DATABASE_URL: &str = "RUNWARDEN_DATABASE_URL";
     /// `--threads`: request worker threads.
     pub const THREADS: &str = "RUNWARDEN_THREADS";
     /// `--max-body-bytes`: the request body cap.
@@ -28,13 +30,36 @@ pub mod vars {
     pub const POLICY: &str = "RUNWARDEN_POLICY";
 }
 
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file, created with its tables on first start; one `serve` at a time.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL; the database must exist, its tables are created on first
+    /// start; any number of `serve` instances may share it.
+    Postgres(String),
+}
+
+impl std::fmt::Display for Database {
+    /// The file's path, or the URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => {
+                let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+                write!(f, "{}", shown.display())
+            }
+            Database::Postgres(url) => f.write_str(&crate::store::postgres::redact_url(url)),
+        }
+    }
+}
+
 /// Validated settings of the server.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     /// Where to listen. Port 0 picks a free port; the start-up line shows it.
     pub addr: SocketAddr,
-    /// The database file, created on first start.
-    pub db: PathBuf,
+    /// The database.
+    pub db: Database,
     /// Request worker threads.
     pub threads: usize,
     /// The largest accepted request body.

@@ -33,12 +33,13 @@ struct Inner {
 /// The counters of one server process.
 pub struct Metrics {
     inner: Mutex<Inner>,
-    db: PathBuf,
+    db: Option<PathBuf>,
 }
 
 impl Metrics {
-    /// Counters for a server whose database is `db`.
-    pub fn new(db: PathBuf) -> Self {
+    /// Counters for a server whose database is the SQLite file `db` (`None` for PostgreSQL,
+    /// whose size its own monitoring reports).
+    pub fn new(db: Option<PathBuf>) -> Self {
         Metrics {
             inner: Mutex::new(Inner::default()),
             db,
@@ -125,15 +126,17 @@ impl Metrics {
             let _ = writeln!(out, "runwarden_findings_total{{rule=\"{rule}\"}} {n}");
         }
         drop(m);
-        let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        let mut wal = self.db.clone().into_os_string();
-        wal.push("-wal");
-        let bytes = size(self.db.clone()) + size(PathBuf::from(wal));
-        out.push_str(
-            "# HELP runwarden_database_size_bytes The database file and its WAL on disk.\n",
-        );
-        out.push_str("# TYPE runwarden_database_size_bytes gauge\n");
-        let _ = writeln!(out, "runwarden_database_size_bytes {bytes}");
+        if let Some(db) = &self.db {
+            let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            let mut wal = db.clone().into_os_string();
+            wal.push("-wal");
+            let bytes = size(db.clone()) + size(PathBuf::from(wal));
+            out.push_str(
+                "# HELP runwarden_database_size_bytes The database file and its WAL on disk.\n",
+            );
+            out.push_str("# TYPE runwarden_database_size_bytes gauge\n");
+            let _ = writeln!(out, "runwarden_database_size_bytes {bytes}");
+        }
         out
     }
 }
@@ -145,7 +148,7 @@ mod tests {
 
     #[test]
     fn counters_histograms_and_verdicts_are_rendered() {
-        let m = Metrics::new(PathBuf::from("/nonexistent/rw.db"));
+        let m = Metrics::new(Some(PathBuf::from("/nonexistent/rw.db")));
         m.request("event", 200, Duration::from_millis(3));
         m.request("event", 200, Duration::from_millis(30));
         m.request("event", 400, Duration::from_micros(100));

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use tiny_http::Request;
 
+use crate::config::Database;
 use crate::config::ServeConfig;
 use crate::domain::schema_cache::SchemaCache;
 use crate::engine::Engine;
@@ -27,6 +28,7 @@ use crate::http::router::route;
 use crate::nudge::Nudger;
 use crate::policy::Policy;
 use crate::store::Store;
+use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
 /// A bound server, not yet running.
@@ -37,7 +39,7 @@ pub struct Server {
     addr: SocketAddr,
     stopping: Arc<AtomicBool>,
     /// The exclusive lock on the database file, held while this server runs.
-    _db_lock: std::fs::File,
+    _db_lock: Option<std::fs::File>,
 }
 
 /// Stops a running [`Server`] from another thread (a signal handler).
@@ -97,13 +99,31 @@ impl Server {
             .server_addr()
             .to_ip()
             .ok_or_else(|| "the server is not listening on an IP address".to_string())?;
-        let store = SqliteStore::open(&SqliteOptions {
-            path: config.db.clone(),
-            busy_timeout: config.busy_timeout,
-            batch_max: config.write_batch,
-            idempotency_ttl: config.idempotency_ttl,
-        })?;
-        let db_lock = lock_database(&config.db)?;
+        let (store, db_lock, db_file): (Arc<dyn Store>, _, _) = match &config.db {
+            Database::Sqlite(path) => {
+                let store = SqliteStore::open(&SqliteOptions {
+                    path: path.clone(),
+                    busy_timeout: config.busy_timeout,
+                    batch_max: config.write_batch,
+                    idempotency_ttl: config.idempotency_ttl,
+                })?;
+                (
+                    Arc::new(store),
+                    Some(lock_database(path)?),
+                    Some(path.clone()),
+                )
+            }
+            // Any number of instances may share a PostgreSQL database: no lock. Each worker
+            // holds at most one connection at a time; one more for the purger.
+            Database::Postgres(url) => {
+                let store = PgStore::open(&PgOptions {
+                    url: url.clone(),
+                    pool_size: u32::try_from(config.threads + 1).unwrap_or(u32::MAX),
+                    idempotency_ttl: config.idempotency_ttl,
+                })?;
+                (Arc::new(store), None, None)
+            }
+        };
         // Open mode is for a developer's own machine: off a loopback address, a server without
         // keys would hand every run to anyone who can reach it.
         let open_allowed = addr.ip().is_loopback() || config.allow_open;
@@ -113,13 +133,16 @@ impl Server {
         if !open_allowed && !has_keys {
             return Err(format!(
                 "refusing to serve {addr} without API keys: anyone who can reach it could read and \
-                 write every run. Create a key first (runwarden keys create --db {} --project NAME \
+                 write every run. Create a key first (runwarden keys create {} --project NAME \
                  --type production) or pass --allow-open",
-                config.db.display()
+                match &config.db {
+                    Database::Sqlite(path) => format!("--db {}", path.display()),
+                    Database::Postgres(_) => "--database-url URL".to_string(),
+                }
             ));
         }
         let app = App {
-            store: Arc::new(store),
+            store,
             engine: Engine::default(),
             policy: config
                 .policy
@@ -131,7 +154,7 @@ impl Server {
             open_allowed,
             last_used: LastUsed::default(),
             idempotency_ttl: config.idempotency_ttl,
-            metrics: crate::metrics::Metrics::new(config.db.clone()),
+            metrics: crate::metrics::Metrics::new(db_file),
         };
         Ok(Server {
             http: Arc::new(http),

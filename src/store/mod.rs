@@ -5,6 +5,7 @@
 //! Every write method returns only after the write is durable. How the backend gets there
 //! (the SQLite backend commits groups of writes in one transaction) is invisible here.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
@@ -414,4 +415,28 @@ pub(crate) fn history_item(
         tool,
         content: value,
     }
+}
+
+/// The `-- @version N` sections of a schema file (`file` names it in errors), in file order.
+pub(crate) fn migrations(file: &str, sql: &str) -> Result<Vec<(u32, String)>, String> {
+    let mut out: Vec<(u32, String)> = Vec::new();
+    for line in sql.lines() {
+        if let Some(rest) = line.strip_prefix("-- @version ") {
+            let version: u32 = rest
+                .trim()
+                .parse()
+                .map_err(|_| format!("{file}: bad version line {line:?}"))?;
+            let expected = out.len() as u32 + 1;
+            if version != expected {
+                return Err(format!(
+                    "{file}: version {version} found where {expected} was expected"
+                ));
+            }
+            out.push((version, String::new()));
+        } else if let Some((_, body)) = out.last_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    Ok(out)
 }

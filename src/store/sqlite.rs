@@ -23,7 +23,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use super::{
     CheckRecord, EventRecord, History, ImportOutcome, ImportedItem, ImportedRun, Page,
     RecordedCheck, Replay, RunRecord, Scope, Store, StoreError, StoredJson, StoredReplay,
-    history_item,
+    history_item, migrations,
 };
 use crate::auth::{ApiKey, KeyType, Limits};
 use crate::domain::event::{NewCheck, NewEvent, NewRun};
@@ -657,39 +657,17 @@ fn open_connection(
     Ok(conn)
 }
 
-/// The `-- @version N` sections of `sql`, in file order.
-fn migrations(sql: &str) -> Result<Vec<(u32, String)>, String> {
-    let mut out: Vec<(u32, String)> = Vec::new();
-    for line in sql.lines() {
-        if let Some(rest) = line.strip_prefix("-- @version ") {
-            let version: u32 = rest
-                .trim()
-                .parse()
-                .map_err(|_| format!("schema.sql: bad version line {line:?}"))?;
-            let expected = out.len() as u32 + 1;
-            if version != expected {
-                return Err(format!(
-                    "schema.sql: version {version} found where {expected} was expected"
-                ));
-            }
-            out.push((version, String::new()));
-        } else if let Some((_, body)) = out.last_mut() {
-            body.push_str(line);
-            body.push('\n');
-        }
-    }
-    Ok(out)
-}
-
 /// The schema version this binary writes.
 pub fn schema_version() -> u32 {
-    migrations(SCHEMA_SQL).map(|m| m.len() as u32).unwrap_or(0)
+    migrations("schema.sql", SCHEMA_SQL)
+        .map(|m| m.len() as u32)
+        .unwrap_or(0)
 }
 
 /// Brings the database to the newest version of `schema.sql`, forward only. A database from a
 /// newer runwarden is refused.
 pub fn migrate(conn: &Connection) -> Result<(), String> {
-    let steps = migrations(SCHEMA_SQL)?;
+    let steps = migrations("schema.sql", SCHEMA_SQL)?;
     let known = steps.len() as u32;
     let current: u32 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -1134,10 +1112,10 @@ mod tests {
 
     #[test]
     fn schema_sections_are_numbered_from_one() -> Result<(), String> {
-        let m = migrations(SCHEMA_SQL)?;
+        let m = migrations("schema.sql", SCHEMA_SQL)?;
         assert!(!m.is_empty());
         assert_eq!(schema_version() as usize, m.len());
-        assert!(migrations("-- @version 2\nSELECT 1;").is_err());
+        assert!(migrations("schema.sql", "-- @version 2\nSELECT 1;").is_err());
         Ok(())
     }
 
