@@ -5,6 +5,8 @@
 //! ```sh
 //! cargo bench --bench throughput                      # defaults: 16 connections, 5 s each
 //! cargo bench --bench throughput -- --connections 16 --duration 10 --only register
+//! RUNWARDEN_BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
+//!     cargo bench --bench throughput                  # PostgreSQL scenarios too
 //! ```
 //!
 //! Every server runs as its own process with its default settings (access log at info level
@@ -13,6 +15,17 @@
 //! thread), the rest is the release `runwarden` binary on a fresh database. The load generator
 //! runs `--connections` client threads in this process; each holds one keep-alive connection
 //! and sends its next request as soon as the previous answer has arrived.
+//!
+//! With `RUNWARDEN_BENCH_DATABASE_URL` (a URL of a PostgreSQL role that may `CREATE DATABASE`)
+//! the PostgreSQL scenarios run as well: each on a database of its own (`rw_bench_…`, created
+//! for it and dropped after it), with one `serve --database-url` process, or two sharing the
+//! database with half of the connections each. The PostgreSQL server's own CPU time (its
+//! postmaster and every process under it) is reported in a second table when the server runs
+//! on this machine.
+//!
+//! The keyed scenarios create a production key with limits that are never reached before the
+//! server starts and send it on every request, so each request also passes the key lookup and
+//! the rate-limit decision (in memory with SQLite, a locked row per key with PostgreSQL).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,7 +37,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// Settings from the command line.
+/// The environment variable that enables the PostgreSQL scenarios.
+const DATABASE_URL_VAR: &str = "RUNWARDEN_BENCH_DATABASE_URL";
+
+/// Settings from the command line (and `RUNWARDEN_BENCH_DATABASE_URL`).
 struct Options {
     /// Client threads, one keep-alive connection each.
     connections: usize,
@@ -32,6 +48,16 @@ struct Options {
     duration: Duration,
     /// Run only scenarios whose name contains this.
     only: Option<String>,
+    /// The PostgreSQL server for the PostgreSQL scenarios; `None` skips them.
+    postgres: Option<PgServer>,
+}
+
+/// The PostgreSQL server of the PostgreSQL scenarios.
+struct PgServer {
+    /// A URL of a role that may create and drop databases.
+    admin_url: String,
+    /// Its postmaster's process id, when it runs on this machine (for its CPU time).
+    postmaster: Option<u32>,
 }
 
 fn options() -> Options {
@@ -39,6 +65,7 @@ fn options() -> Options {
         connections: 16,
         duration: Duration::from_secs(5),
         only: None,
+        postgres: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -54,6 +81,16 @@ fn options() -> Options {
             _ => {} // `cargo bench` passes `--bench`
         }
     }
+    o.postgres = std::env::var(DATABASE_URL_VAR)
+        .ok()
+        .filter(|url| !url.is_empty())
+        .map(|admin_url| {
+            let postmaster = postmaster_pid(&admin_url);
+            PgServer {
+                admin_url,
+                postmaster,
+            }
+        });
     o
 }
 
@@ -78,10 +115,13 @@ fn main() {
         {
             continue;
         }
+        if matches!(scenario.backend, Backend::Postgres) && o.postgres.is_none() {
+            continue;
+        }
         eprintln!("running: {}", scenario.name);
         rows.push(run_scenario(scenario, &o));
     }
-    print_table(&rows);
+    print_table(&rows, &o);
 }
 
 const CEILING: &str = "http ceiling (tiny_http, fixed bytes, 1 thread)";
@@ -91,9 +131,24 @@ struct Scenario {
     name: &'static str,
     /// Extra `serve` flags; `None` = the ceiling server.
     server: Option<&'static [&'static str]>,
+    /// Where the servers keep their data (ignored by the ceiling).
+    backend: Backend,
+    /// `serve` processes on the one database; the connections are spread over them evenly.
+    instances: usize,
+    /// A production key with limits exists before the server starts and every request
+    /// carries it (the server then requires keys); otherwise the server runs in open mode.
+    keyed: bool,
     /// Events logged in each connection's run before measuring (check scenarios).
     history: usize,
     kind: Kind,
+}
+
+#[derive(Clone, Copy)]
+enum Backend {
+    /// A fresh SQLite file (`serve --db`).
+    Sqlite,
+    /// A fresh PostgreSQL database (`serve --database-url`); needs `RUNWARDEN_BENCH_DATABASE_URL`.
+    Postgres,
 }
 
 #[derive(Clone, Copy)]
@@ -105,49 +160,93 @@ enum Kind {
     Check,
 }
 
+/// A scenario on one server in open mode.
+const fn scenario(
+    name: &'static str,
+    backend: Backend,
+    flags: &'static [&'static str],
+    history: usize,
+    kind: Kind,
+) -> Scenario {
+    Scenario {
+        name,
+        server: Some(flags),
+        backend,
+        instances: 1,
+        keyed: false,
+        history,
+        kind,
+    }
+}
+
+/// Names the summary lines refer to.
+const SQLITE_REGISTER: &str = "register-agent-run (group commit)";
+const SQLITE_REGISTER_KEYED: &str = "register-agent-run, production key with limits";
+const PG_REGISTER: &str = "postgres: register-agent-run (1 instance)";
+const PG_REGISTER_2: &str = "postgres: register-agent-run (2 instances, one database)";
+const PG_REGISTER_KEYED: &str = "postgres: register-agent-run, production key with limits (1 instance)";
+const PG_EVENT: &str = "postgres: event, small schema (1 instance)";
+const PG_EVENT_2: &str = "postgres: event, small schema (2 instances)";
+
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: CEILING,
         server: None,
+        backend: Backend::Sqlite,
+        instances: 1,
+        keyed: false,
         history: 0,
         kind: Kind::Ceiling,
     },
+    scenario(SQLITE_REGISTER, Backend::Sqlite, &[], 0, Kind::Register),
+    scenario(
+        "register-agent-run (1 write per transaction)",
+        Backend::Sqlite,
+        &["--write-batch", "1"],
+        0,
+        Kind::Register,
+    ),
+    scenario("event, small schema", Backend::Sqlite, &[], 0, Kind::EventSmall),
+    scenario(
+        "event, 10 KB content, nested schema",
+        Backend::Sqlite,
+        &[],
+        0,
+        Kind::EventLarge,
+    ),
+    scenario("check, run of 10 events", Backend::Sqlite, &[], 10, Kind::Check),
+    scenario(
+        "check, run of 10,000 events",
+        Backend::Sqlite,
+        &[],
+        10_000,
+        Kind::Check,
+    ),
     Scenario {
-        name: "register-agent-run (group commit)",
-        server: Some(&[]),
-        history: 0,
-        kind: Kind::Register,
+        keyed: true,
+        ..scenario(SQLITE_REGISTER_KEYED, Backend::Sqlite, &[], 0, Kind::Register)
+    },
+    scenario(PG_REGISTER, Backend::Postgres, &[], 0, Kind::Register),
+    Scenario {
+        instances: 2,
+        ..scenario(PG_REGISTER_2, Backend::Postgres, &[], 0, Kind::Register)
     },
     Scenario {
-        name: "register-agent-run (1 write per transaction)",
-        server: Some(&["--write-batch", "1"]),
-        history: 0,
-        kind: Kind::Register,
+        keyed: true,
+        ..scenario(PG_REGISTER_KEYED, Backend::Postgres, &[], 0, Kind::Register)
     },
+    scenario(PG_EVENT, Backend::Postgres, &[], 0, Kind::EventSmall),
     Scenario {
-        name: "event, small schema",
-        server: Some(&[]),
-        history: 0,
-        kind: Kind::EventSmall,
+        instances: 2,
+        ..scenario(PG_EVENT_2, Backend::Postgres, &[], 0, Kind::EventSmall)
     },
-    Scenario {
-        name: "event, 10 KB content, nested schema",
-        server: Some(&[]),
-        history: 0,
-        kind: Kind::EventLarge,
-    },
-    Scenario {
-        name: "check, run of 10 events",
-        server: Some(&[]),
-        history: 10,
-        kind: Kind::Check,
-    },
-    Scenario {
-        name: "check, run of 10,000 events",
-        server: Some(&[]),
-        history: 10_000,
-        kind: Kind::Check,
-    },
+    scenario(
+        "postgres: check, run of 10 events (1 instance)",
+        Backend::Postgres,
+        &[],
+        10,
+        Kind::Check,
+    ),
 ];
 
 /// What one scenario measured.

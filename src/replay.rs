@@ -12,7 +12,7 @@
 //! ```
 //!
 //! `runwarden export` writes the same format from the database, with `project`, `event_id`,
-//! `action_check_id` and the stored `verdict` added and each check's `expect` set to its stored
+//! `action_check_id`, the server's `received_at` and the stored `verdict` added and each check's `expect` set to its stored
 //! verdict, so an exported run replays as a CI fixture as it is (replay ignores fields it does
 //! not use).
 //!
@@ -345,7 +345,8 @@ pub fn read_export(text: &str, policy: &Policy) -> (Vec<ImportCandidate>, Vec<Li
                             line,
                             message: format!("bad run: {e}"),
                         })?;
-                    let run = wire.parse(now).map_err(|e| LineError {
+                    let received = received_at(&record, line)?.unwrap_or(now);
+                    let run = wire.parse(received).map_err(|e| LineError {
                         line,
                         message: field_error(e),
                     })?;
@@ -388,6 +389,24 @@ pub fn read_export(text: &str, policy: &Policy) -> (Vec<ImportCandidate>, Vec<Li
     (runs, orphans)
 }
 
+/// When the server first received a record, as an export writes it (`received_at`, RFC 3339),
+/// so that an import keeps it; `None` when the line has none (a fixture written by hand).
+fn received_at(
+    record: &Map<String, Value>,
+    line: usize,
+) -> Result<Option<OffsetDateTime>, LineError> {
+    let Some(v) = record.get("received_at") else {
+        return Ok(None);
+    };
+    v.as_str()
+        .and_then(|s| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok())
+        .map(Some)
+        .ok_or_else(|| LineError {
+            line,
+            message: "received_at must be an RFC 3339 date-time".into(),
+        })
+}
+
 /// The event or check of one line, with its original id and (for checks) stored verdict.
 fn import_item(
     line: usize,
@@ -416,6 +435,7 @@ fn import_item(
             .entry("event_type")
             .or_insert_with(|| Value::String("action_check".into()));
     }
+    let now = received_at(&record, line)?.unwrap_or(now);
     let text = Value::Object(record.clone()).to_string();
     let wire: EventWire =
         serde_json::from_str(&text).map_err(|e| err(format!("bad {kind}: {e}")))?;
@@ -486,6 +506,7 @@ pub fn export_run(store: &dyn Store, trace_id: TraceId) -> Result<Vec<String>, S
         project: &run.project,
         agent_id: &run.agent_id,
         timestamp: &run.started_at,
+        received_at: run.received_at.clone(),
         system_prompt: &run.system_prompt,
     })?);
     let mut items: Vec<(i64, String)> = Vec::new();
@@ -498,6 +519,7 @@ pub fn export_run(store: &dyn Store, trace_id: TraceId) -> Result<Vec<String>, S
                 event_id: &e.event_id,
                 event_type: &e.event_type,
                 timestamp: e.occurred_at,
+                received_at: millis_utc(e.received_at_ms),
                 content: as_sent(&e.content)?,
                 schema: as_sent(&e.schema)?,
             })?,
@@ -518,6 +540,7 @@ pub fn export_run(store: &dyn Store, trace_id: TraceId) -> Result<Vec<String>, S
                 action_check_id: &c.check_id,
                 event_type: "action_check",
                 timestamp: c.occurred_at,
+                received_at: millis_utc(c.received_at_ms),
                 content: as_sent(&c.content)?,
                 schema: as_sent(&c.schema)?,
                 expect: Expect {
@@ -535,6 +558,13 @@ pub fn export_run(store: &dyn Store, trace_id: TraceId) -> Result<Vec<String>, S
     items.sort_by_key(|(seq, _)| *seq);
     lines.extend(items.into_iter().map(|(_, l)| l));
     Ok(lines)
+}
+
+/// Unix milliseconds as the API writes server times (`YYYY-MM-DDTHH:mm:ss.sssZ`).
+fn millis_utc(ms: i64) -> String {
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    crate::domain::time::format_millis_utc(t)
 }
 
 /// A stored JSON field as it was sent: a JSON string, or the JSON itself.
@@ -555,6 +585,7 @@ struct RunLine<'a> {
     project: &'a str,
     agent_id: &'a str,
     timestamp: &'a str,
+    received_at: String,
     system_prompt: &'a str,
 }
 
@@ -565,6 +596,7 @@ struct EventLine<'a> {
     event_id: &'a str,
     event_type: &'a str,
     timestamp: f64,
+    received_at: String,
     content: Box<RawValue>,
     schema: Box<RawValue>,
 }
@@ -576,6 +608,7 @@ struct CheckLine<'a> {
     action_check_id: &'a str,
     event_type: &'static str,
     timestamp: f64,
+    received_at: String,
     content: Box<RawValue>,
     schema: Box<RawValue>,
     expect: Expect,
@@ -668,5 +701,42 @@ mod tests {
     fn blank_and_comment_lines_are_skipped() {
         let out = replay(&["".into(), "// a comment".into(), run_line()]);
         assert!(out.iter().all(|r| matches!(r, Ok(None))));
+    }
+
+    #[test]
+    fn an_import_keeps_the_receipt_times_an_export_wrote() {
+        let text = format!(
+            "{}\n{}\n{}\n",
+            r#"{"kind":"run","trace_id":"563e8bd2-59bc-47d9-9df2-abd5981c6c57","agent_id":"a","timestamp":"2024-01-15T14:30:45Z","received_at":"2025-02-03T04:05:06.789Z","system_prompt":"p"}"#,
+            r#"{"kind":"event","event_type":"user","timestamp":1,"received_at":"2025-02-03T04:05:07.000Z","content":"{}","schema":"{}"}"#,
+            r#"{"kind":"event","event_type":"user","timestamp":1,"received_at":"yesterday","content":"{}","schema":"{}"}"#,
+        );
+        let (runs, orphans) = read_export(&text, &Policy::default());
+        assert!(orphans.is_empty());
+        let err = runs[0]
+            .run
+            .as_ref()
+            .err()
+            .map(|e| (e.line, e.message.clone()));
+        assert_eq!(
+            err,
+            Some((3, "received_at must be an RFC 3339 date-time".to_string()))
+        );
+        let (runs, _) = read_export(
+            &text.lines().take(2).collect::<Vec<_>>().join("\n"),
+            &Policy::default(),
+        );
+        let run = runs[0].run.as_ref().expect("a valid run");
+        assert_eq!(
+            crate::domain::time::format_millis_utc(run.run.received_at),
+            "2025-02-03T04:05:06.789Z"
+        );
+        match &run.items[0] {
+            ImportedItem::Event(e) => assert_eq!(
+                crate::domain::time::format_millis_utc(e.received_at),
+                "2025-02-03T04:05:07.000Z"
+            ),
+            ImportedItem::Check(_) => panic!("an event was expected"),
+        }
     }
 }
