@@ -4,7 +4,7 @@
 //! text, in untrusted data, inside injected instructions). Updated as events and checks arrive; rebuilt from the stored history after a
 //! restart by feeding the same updates in sequence order ([`RunState::rebuild`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -21,6 +21,36 @@ fn injected_spans(text: &str) -> Vec<(usize, usize)> {
         .into_iter()
         .map(|s| (s.start, s.end))
         .collect()
+}
+
+/// Appends `text`, lowercased, to `kept` while it holds less than [`MAX_TEXT`] bytes.
+fn keep_text(kept: &mut String, text: &str) {
+    if kept.len() >= MAX_TEXT {
+        return;
+    }
+    let mut room = MAX_TEXT - kept.len();
+    while !text.is_char_boundary(room.min(text.len())) {
+        room -= 1;
+    }
+    kept.push_str(&text[..room.min(text.len())].to_lowercase());
+    kept.push('\n');
+}
+
+/// The lowercased words (letters, digits and `_`) of a text.
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Whether `phrase` occurs in `text` as whole words (not inside a longer word).
+fn contains_phrase(text: &str, phrase: &str) -> bool {
+    let word_char = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    text.match_indices(phrase).any(|(at, m)| {
+        !word_char(text[..at].chars().next_back())
+            && !word_char(text[at + m.len()..].chars().next())
+    })
 }
 
 /// How far an event's text is trusted (see [`trust_of`]).
@@ -59,7 +89,14 @@ pub struct Seen {
     pub untrusted: bool,
     /// Inside injected instructions in untrusted data.
     pub injected: bool,
+    /// In untrusted data that carried no injected instructions at all (a listing, a record):
+    /// a value there is not the attacker's choice alone, even if an injection repeats it.
+    pub clean: bool,
 }
+
+/// The most bytes of trusted text, and of injected text, kept per run for looking up free-text
+/// arguments ([`RunState::text_seen`]); text beyond is not followed (bounded memory).
+pub const MAX_TEXT: usize = 64 * 1024;
 
 /// The most distinct values indexed per run; later ones are not followed (bounded memory).
 pub const MAX_VALUES: usize = 50_000;
@@ -78,6 +115,13 @@ pub struct RunState {
     approvals: HashMap<String, (u64, u64)>,
     /// Checks per (tool, canonical arguments) digest.
     repeats: HashMap<[u8; 32], u32>,
+    /// Trusted text, lowercased (at most [`MAX_TEXT`] bytes).
+    trusted_text: String,
+    /// The text of injected spans, lowercased (at most [`MAX_TEXT`] bytes).
+    injected_text: String,
+    /// The words of untrusted texts without injected instructions, lowercased (at most
+    /// [`MAX_VALUES`]).
+    clean_words: HashSet<String>,
 }
 
 /// One stored item of a run's history, as the rebuild needs it.
@@ -189,6 +233,7 @@ impl RunState {
             for found in values::extract(text) {
                 self.mark(&found, |seen| seen.trusted = true);
             }
+            keep_text(&mut self.trusted_text, text);
             return;
         }
         let spans = injected_spans(text);
@@ -196,7 +241,24 @@ impl RunState {
         // appear literally in the text: what a model would read is indexed as injected.
         let revealed = super::injection::revealed(text);
         let hidden = revealed != text;
-        self.injection_seen |= !spans.is_empty() || hidden;
+        let clean = spans.is_empty() && !hidden;
+        self.injection_seen |= !clean;
+        for &(s, e) in &spans {
+            keep_text(&mut self.injected_text, &text[s..e]);
+        }
+        if hidden {
+            keep_text(&mut self.injected_text, &revealed);
+        }
+        if clean {
+            for word in words(text) {
+                if self.clean_words.len() >= MAX_VALUES {
+                    break;
+                }
+                if !self.clean_words.contains(word.as_str()) {
+                    self.clean_words.insert(word);
+                }
+            }
+        }
         for found in values::extract(text) {
             let injected = spans
                 .iter()
@@ -204,6 +266,7 @@ impl RunState {
             self.mark(&found, |seen| {
                 seen.untrusted = true;
                 seen.injected |= injected;
+                seen.clean |= clean;
             });
         }
         if hidden {
@@ -231,6 +294,24 @@ impl RunState {
             .get(&format!("{kind}:{value}"))
             .copied()
             .unwrap_or_default()
+    }
+
+    /// Where a free-text value (a name, a password, a channel: a short argument string with no
+    /// value of `values.rs` in it) was seen, by whole-word match: `trusted` in trusted text,
+    /// `injected` inside injected instructions, `clean` when each of its words occurs in
+    /// untrusted data without injected instructions. `untrusted` is not followed for free text.
+    pub fn text_seen(&self, value: &str) -> Seen {
+        let v = value.trim().to_lowercase();
+        if v.is_empty() {
+            return Seen::default();
+        }
+        let ws = words(&v);
+        Seen {
+            trusted: contains_phrase(&self.trusted_text, &v),
+            untrusted: false,
+            injected: contains_phrase(&self.injected_text, &v),
+            clean: !ws.is_empty() && ws.iter().all(|w| self.clean_words.contains(w)),
+        }
     }
 
     /// Whether untrusted data in this run carried injected instructions.
