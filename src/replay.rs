@@ -400,10 +400,15 @@ fn received_at(
     };
     v.as_str()
         .and_then(|s| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok())
+        // Stored times are written as UTC `YYYY-…`: a zone must not carry them past that.
+        .filter(|t| {
+            t.checked_to_offset(time::UtcOffset::UTC)
+                .is_some_and(|u| (0..=9999).contains(&u.year()))
+        })
         .map(Some)
         .ok_or_else(|| LineError {
             line,
-            message: "received_at must be an RFC 3339 date-time".into(),
+            message: "received_at must be an RFC 3339 date-time in UTC years 0000 to 9999".into(),
         })
 }
 
@@ -720,7 +725,10 @@ mod tests {
             .map(|e| (e.line, e.message.clone()));
         assert_eq!(
             err,
-            Some((3, "received_at must be an RFC 3339 date-time".to_string()))
+            Some((
+                3,
+                "received_at must be an RFC 3339 date-time in UTC years 0000 to 9999".to_string()
+            ))
         );
         let (runs, _) = read_export(
             &text.lines().take(2).collect::<Vec<_>>().join("\n"),

@@ -20,9 +20,14 @@ pub fn parse_rfc3339(s: &str) -> Result<OffsetDateTime, time::error::Parse> {
 pub fn format_millis_utc(t: OffsetDateTime) -> String {
     let fmt =
         format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    t.to_offset(UtcOffset::UTC)
-        .format(&fmt)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_string())
+    // Only UTC years 0000 to 9999 fit the format: `to_offset` would panic past year 9999
+    // (9999-12-31T23:59:59-01:00) and year -1 would print as `-0001-…`. Callers keep to that
+    // range (the server's clock; `import` refuses other `received_at`s); anything else prints
+    // as the epoch rather than as a string that does not parse back.
+    t.checked_to_offset(UtcOffset::UTC)
+        .filter(|u| (0..=9999).contains(&u.year()))
+        .and_then(|u| u.format(&fmt).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_string())
 }
 
 /// Unix seconds of `t`, rounded down to milliseconds (e.g. `1678886405.456`).
