@@ -119,11 +119,25 @@ impl SqliteStore {
     /// one clear line for the operator.
     pub fn open(options: &SqliteOptions) -> Result<Self, String> {
         let path = &options.path;
-        let conn = open_connection(path, options.busy_timeout, false)
-            .map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
+        // SQLite says "unable to open database file" whatever the cause; the operator needs the
+        // cause (a read-only filesystem, a directory, a missing one).
+        let cannot_open = |e: rusqlite::Error| match open_problem(path) {
+            Some(why) => format!("cannot open database {} for writing: {why}", path.display()),
+            None => format!("cannot open database {}: {e}", path.display()),
+        };
+        let conn = open_connection(path, options.busy_timeout, false).map_err(cannot_open)?;
+        // SQLite falls back to read-only when the file cannot be written (a read-only mount);
+        // every write would then fail. Refuse to start instead.
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            return Err(format!(
+                "cannot open database {} for writing: {}",
+                path.display(),
+                open_problem(path).unwrap_or_else(|| "it is read-only".into())
+            ));
+        }
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
+            .map_err(cannot_open)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(format!(
                 "cannot open database {}: it refuses WAL journal mode (got {mode})",
@@ -657,6 +671,54 @@ fn open_connection(
     Ok(conn)
 }
 
+/// Why `path` cannot be opened for writing, when the filesystem says: it is a directory, its
+/// parent is missing or not a directory, or the OS refuses to open (or create) it for writing,
+/// e.g. "Read-only file system (os error 30)". `None` when nothing is wrong with the path
+/// itself. Called only after SQLite failed; the probe creates no file that SQLite would not
+/// have created (and removes it again).
+fn open_problem(path: &Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => return Some("it is a directory".into()),
+        Ok(_) => {
+            return std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .err()
+                .map(|e| e.to_string());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+            return Some(match parent.map(std::fs::metadata) {
+                Some(Ok(m)) if !m.is_dir() => {
+                    format!("{} is not a directory", parent.unwrap_or(path).display())
+                }
+                _ => e.to_string(),
+            });
+        }
+    }
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match std::fs::metadata(parent) {
+        Ok(m) if !m.is_dir() => Some(format!("{} is not a directory", parent.display())),
+        Err(e) => Some(format!("{}: {e}", parent.display())),
+        Ok(_) => match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(_) => {
+                let _ = std::fs::remove_file(path);
+                None
+            }
+            Err(e) => Some(e.to_string()),
+        },
+    }
+}
+
 /// The schema version this binary writes.
 pub fn schema_version() -> u32 {
     migrations("schema.sql", SCHEMA_SQL)
@@ -693,6 +755,233 @@ pub fn migrate(conn: &Connection) -> Result<(), String> {
     Ok(())
 }
 
+/// What [`backup`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupReport {
+    /// Pages copied (the source's page count at the snapshot).
+    pub pages: u64,
+    /// The size of the copy in bytes.
+    pub bytes: u64,
+    /// How long the whole backup took, the integrity check included.
+    pub elapsed: Duration,
+    /// How long `PRAGMA integrity_check` on the copy took.
+    pub check_time: Duration,
+}
+
+/// Pages copied per backup step (4 MiB with the default 4 KiB pages).
+const BACKUP_PAGES_PER_STEP: i32 = 1024;
+
+/// The pause between two backup steps, so that a large copy leaves the disk to the server's
+/// writes now and then.
+const BACKUP_PAUSE: Duration = Duration::from_millis(5);
+
+/// How long a backup waits for a lock on the database before it gives up.
+const BACKUP_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Copies the database at `source` to `out` with SQLite's online backup API, while a server
+/// may be writing to it. Errors are one line for the operator.
+///
+/// - The copy is one snapshot: the source connection holds a single read transaction for the
+///   whole copy, so it holds every write committed before the backup started and none that
+///   was still in flight. Under WAL a reader never blocks the writer; the price is that the
+///   WAL cannot be checkpointed past the snapshot until the copy ends (it grows meanwhile).
+///   Without that transaction SQLite would restart the copy after every commit of the server,
+///   which under steady load may never finish.
+/// - It is copied [`BACKUP_PAGES_PER_STEP`] pages at a time, with a short pause between steps.
+/// - It is written to a temporary file beside `out` and moved to `out` only after it passed
+///   `PRAGMA integrity_check`, so a failed backup never leaves a partial file under `out`.
+/// - An existing `out` is replaced only with `force`, never when it is the source itself or
+///   has a `-wal` or `-journal` file beside it (SQLite would apply that to the new copy).
+/// - The copy is in rollback-journal mode: one self-contained file (`serve` switches it to WAL
+///   when it opens it).
+pub fn backup(source: &Path, out: &Path, force: bool) -> Result<BackupReport, String> {
+    let started = std::time::Instant::now();
+    match std::fs::metadata(source) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(format!("{} is not a database file", source.display())),
+        Err(e) => return Err(format!("cannot read database {}: {e}", source.display())),
+    }
+    check_backup_target(source, out, force)?;
+    let name = out
+        .file_name()
+        .ok_or_else(|| format!("{} does not name a file", out.display()))?;
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(format!(".partial-{}", std::process::id()));
+    let tmp = out.with_file_name(tmp_name);
+    // From here on, every way out but success removes the temporary file.
+    let mut partial = PartialFile(Some(tmp.clone()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+
+    let source_err = |e: rusqlite::Error| format!("cannot read database {}: {e}", source.display());
+    let copy_err = |e: rusqlite::Error| format!("cannot write the copy {}: {e}", tmp.display());
+    let src = Connection::open_with_flags(
+        source,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(source_err)?;
+    src.busy_timeout(BACKUP_BUSY_TIMEOUT)
+        .and_then(|()| src.execute_batch("BEGIN"))
+        .and_then(|()| src.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())))
+        .map_err(source_err)?;
+    let mut dst = Connection::open_with_flags(
+        &tmp,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(copy_err)?;
+    let pages = {
+        let copy = rusqlite::backup::Backup::new(&src, &mut dst).map_err(copy_err)?;
+        let mut waiting_since = None;
+        loop {
+            match copy.step(BACKUP_PAGES_PER_STEP).map_err(copy_err)? {
+                rusqlite::backup::StepResult::Done => break,
+                rusqlite::backup::StepResult::More => waiting_since = None,
+                // Busy or Locked should not happen while this connection holds its read
+                // transaction; should they, the step is tried again for a while.
+                _ => {
+                    let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > BACKUP_BUSY_TIMEOUT {
+                        return Err(format!(
+                            "database {} stayed locked for {} s; nothing was written to {}",
+                            source.display(),
+                            BACKUP_BUSY_TIMEOUT.as_secs(),
+                            out.display()
+                        ));
+                    }
+                }
+            }
+            std::thread::sleep(BACKUP_PAUSE);
+        }
+        copy.progress().pagecount.max(0) as u64
+    };
+    let _ = src.execute_batch("COMMIT");
+    drop(src);
+
+    let checking = std::time::Instant::now();
+    // The copy's header says WAL, as the source's does: back to a rollback journal, so that
+    // the backup is one file without -wal and -shm companions.
+    dst.query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(()))
+        .map_err(copy_err)?;
+    let problems: Vec<String> = dst
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(copy_err)?;
+    if problems != ["ok"] {
+        return Err(format!(
+            "the copy failed PRAGMA integrity_check ({}); {} was not written",
+            problems
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "),
+            out.display()
+        ));
+    }
+    let check_time = checking.elapsed();
+    dst.close().map_err(|(_, e)| copy_err(e))?;
+    let file =
+        std::fs::File::open(&tmp).map_err(|e| format!("cannot reopen {}: {e}", tmp.display()))?;
+    file.sync_all()
+        .map_err(|e| format!("cannot flush {} to disk: {e}", tmp.display()))?;
+    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    drop(file);
+
+    place_backup(&tmp, out, force)?;
+    partial.0 = None;
+    // The rename is durable once the directory is.
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(BackupReport {
+        pages,
+        bytes,
+        elapsed: started.elapsed(),
+        check_time,
+    })
+}
+
+/// Refuses a backup target that must not be replaced.
+fn check_backup_target(source: &Path, out: &Path, force: bool) -> Result<(), String> {
+    let Ok(meta) = std::fs::symlink_metadata(out) else {
+        return Ok(());
+    };
+    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(source), std::fs::canonicalize(out))
+        && a == b
+    {
+        return Err(format!(
+            "{} is the database being backed up; choose another file",
+            out.display()
+        ));
+    }
+    if !force {
+        return Err(format!(
+            "{} exists; pass --force to replace it",
+            out.display()
+        ));
+    }
+    if meta.is_dir() {
+        return Err(format!("{} is a directory", out.display()));
+    }
+    for suffix in ["-wal", "-journal"] {
+        let mut companion = out.as_os_str().to_os_string();
+        companion.push(suffix);
+        if Path::new(&companion).exists() {
+            return Err(format!(
+                "{} exists beside {}: a process may be using it, or it was not closed cleanly; \
+                 not replacing it (stop that process, or remove both files yourself)",
+                Path::new(&companion).display(),
+                out.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Moves the finished copy to `out`. Without `force` a hard link places it, which fails rather
+/// than replace a file that appeared at `out` during the copy; where hard links are not
+/// supported, `out` is checked once more and the copy renamed.
+fn place_backup(tmp: &Path, out: &Path, force: bool) -> Result<(), String> {
+    let failed = |e: std::io::Error| format!("cannot move the copy to {}: {e}", out.display());
+    if force {
+        return std::fs::rename(tmp, out).map_err(failed);
+    }
+    match std::fs::hard_link(tmp, out) {
+        Ok(()) => std::fs::remove_file(tmp).map_err(failed),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(format!(
+            "{} exists (it appeared during the copy); pass --force to replace it",
+            out.display()
+        )),
+        Err(_) if std::fs::symlink_metadata(out).is_ok() => Err(format!(
+            "{} exists (it appeared during the copy); pass --force to replace it",
+            out.display()
+        )),
+        Err(_) => std::fs::rename(tmp, out).map_err(failed),
+    }
+}
+
+/// A temporary backup file (and SQLite's companions of it), removed when dropped unless taken.
+struct PartialFile(Option<PathBuf>);
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            for suffix in ["", "-journal", "-wal", "-shm"] {
+                let mut p = path.as_os_str().to_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(err: rusqlite::Error) -> Self {
         match &err {
@@ -706,6 +995,20 @@ impl From<rusqlite::Error> for StoreError {
                 }
                 ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull => {
                     StoreError::Unavailable(err.to_string())
+                }
+                // A full disk does not always say SQLITE_FULL. Each time the WAL grows past
+                // another 4096 frames, SQLite grows the WAL index (`-shm`) by 32 KiB, writing
+                // one byte per page so that the mapping cannot fault later; on a full disk that
+                // write fails and the commit reports SQLITE_IOERR_SHMSIZE ("disk I/O error"),
+                // which answered 500. Nothing was committed, and the next commit succeeds once
+                // there is room (the test `faults::a_full_disk_while_the_wal_index_grows_…`
+                // reproduces it): the same passing condition as SQLITE_FULL, so 503.
+                ErrorCode::SystemIoFailure
+                    if e.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE =>
+                {
+                    StoreError::Unavailable(format!(
+                        "{err}: cannot grow the WAL index (-shm file); is the disk full?"
+                    ))
                 }
                 _ => StoreError::Other(err.to_string()),
             },
