@@ -1,14 +1,14 @@
 //! Access control (issue 4): API keys and projects, key types, per-key rate limits and
 //! `Idempotency-Key` retries, all black-box. Keys are made, listed and revoked with the real
-//! `runwarden keys` CLI on the database file the server uses (also while it runs), and requests
-//! carry them in `x-api-key`.
+//! `runwarden keys` CLI on the database the server uses (also while it runs; `--db FILE` or
+//! `--database-url URL`, see `helpers::Storage`), and requests carry them in `x-api-key`.
 //!
 //! Covered: open mode (loopback only, while no active key exists) and the refusal to start open
 //! on a non-loopback address; 401 for missing, unknown and revoked keys on every `/v1` route;
 //! project isolation on `/v1/event` and `/v1/check`; restricted keys; the `X-RateLimit-*`
 //! headers and the exact minute boundary; admin keys without limits; replays, 409s, per-project
 //! keys, a burst of 16 identical requests and malformed keys for `Idempotency-Key`; the key
-//! secret nowhere in the database file; `keys list` and `keys revoke`.
+//! secret nowhere in the database; `keys list` and `keys revoke`.
 //!
 //! Isolation on the read endpoints (GET), admin cross-project reads and 403 for restricted
 //! keys on reads are tested in `reads.rs`.
@@ -16,8 +16,7 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -26,20 +25,15 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::helpers::{
-    Resp, TestApp, assert_one_error_line, count_rows, fresh_dir, http, now_secs,
-    parse_startup_line, run_to_exit, runwarden_command, transfer_check, user_event,
+    RATE_HEADERS, Resp, Storage, TestApp, assert_one_error_line, avoid_window_end, count_rows,
+    create_key, create_key_on, fresh_dir, headers_for, http, keys_cmd, now_secs,
+    parse_startup_line, pg_connect, post_as, post_to, rate, retry_after, run_to_exit,
+    runwarden_command, secs_left_in_window, transfer_check, user_event,
 };
 
 const REGISTER: &str = "/v1/register-agent-run";
 const EVENT: &str = "/v1/event";
 const CHECK: &str = "/v1/check";
-
-/// The rate-limit headers every keyed `/v1` response of a limited key carries.
-const RATE_HEADERS: [&str; 3] = [
-    "X-RateLimit-Limit",
-    "X-RateLimit-Remaining",
-    "X-RateLimit-Reset",
-];
 
 /// A key to create: (project, type, extra `keys create` flags).
 type KeySpec<'a> = (&'a str, &'a str, &'a [&'a str]);
@@ -57,43 +51,8 @@ const UNKNOWN_KEY: &str = "rw_dev_0000000000000000000000000000000000000000000000
 // The CLI
 // ---------------------------------------------------------------------------------------------
 
-/// Runs `runwarden keys ARGS --db DB` to completion.
-fn keys_cmd(db: &Path, args: &[&str]) -> Output {
-    runwarden_command(&["keys"])
-        .args(args)
-        .arg("--db")
-        .arg(db)
-        .output()
-        .expect("run runwarden keys")
-}
-
-/// Creates a key on the database file `db`; returns (secret, id).
-fn create_key_on(db: &Path, project: &str, kind: &str, extra: &[&str]) -> (String, String) {
-    let args = [&["create", "--project", project, "--type", kind], extra].concat();
-    let out = keys_cmd(db, &args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "keys create {args:?}: {stderr}");
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "keys create {args:?} prints the secret alone: {stdout:?}"
-    );
-    let id = stderr
-        .split_whitespace()
-        .find(|w| w.starts_with("key_"))
-        .unwrap_or_else(|| panic!("keys create {args:?}: no key id on stderr: {stderr:?}"));
-    (lines[0].to_string(), id.to_string())
-}
-
-/// Creates a key on the database of `app` (the server may be running); returns (secret, id).
-fn create_key(app: &TestApp, project: &str, kind: &str, extra: &[&str]) -> (String, String) {
-    create_key_on(&app.db, project, kind, extra)
-}
-
 /// Revokes key `id` with the CLI and asserts that it worked.
-fn revoke_key(db: &Path, id: &str) {
+fn revoke_key(db: &Storage, id: &str) {
     let out = keys_cmd(db, &["revoke", id]);
     assert!(
         out.status.success(),
@@ -117,7 +76,7 @@ struct KeyRow {
 }
 
 /// `keys list` on `db`: its whole output and its rows.
-fn list_keys(db: &Path) -> (String, Vec<KeyRow>) {
+fn list_keys(db: &Storage) -> (String, Vec<KeyRow>) {
     let out = keys_cmd(db, &["list"]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -155,7 +114,7 @@ fn list_keys(db: &Path) -> (String, Vec<KeyRow>) {
 }
 
 /// The `keys list` row of key `id`.
-fn key_row(db: &Path, id: &str) -> KeyRow {
+fn key_row(db: &Storage, id: &str) -> KeyRow {
     let (stdout, rows) = list_keys(db);
     rows.into_iter()
         .find(|r| r.id == id)
@@ -164,7 +123,7 @@ fn key_row(db: &Path, id: &str) -> KeyRow {
 
 /// Polls `keys list` for up to 2 s until key `id` shows a last-used time (it is written
 /// asynchronously); returns its row as last seen.
-fn row_once_used(db: &Path, id: &str) -> KeyRow {
+fn row_once_used(db: &Storage, id: &str) -> KeyRow {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let row = key_row(db, id);
@@ -186,42 +145,6 @@ fn unix_of(ts: &str, what: &str) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Requests
 // ---------------------------------------------------------------------------------------------
-
-/// Headers of a JSON POST of `body`, with `x-api-key` when `key` is given, and `extra`.
-fn headers_for(body: &[u8], key: Option<&str>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut headers = vec![
-        ("Content-Type".to_string(), "application/json".to_string()),
-        ("Content-Length".to_string(), body.len().to_string()),
-    ];
-    if let Some(k) = key {
-        headers.push(("x-api-key".to_string(), k.to_string()));
-    }
-    headers.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
-    headers
-}
-
-/// POSTs `body` to `path` on `addr` with key `key` (none when `None`) and `extra` headers.
-fn post_to(
-    addr: SocketAddr,
-    path: &str,
-    key: Option<&str>,
-    extra: &[(&str, &str)],
-    body: &Value,
-) -> Resp {
-    let bytes = body.to_string().into_bytes();
-    http(addr, "POST", path, &headers_for(&bytes, key, extra), &bytes)
-}
-
-/// POSTs `body` to `path` of `app` with key `key` and `extra` headers.
-fn post_as(
-    app: &TestApp,
-    path: &str,
-    key: Option<&str>,
-    extra: &[(&str, &str)],
-    body: &Value,
-) -> Resp {
-    post_to(app.addr, path, key, extra, body)
-}
 
 /// A registration body with `prompt` (the server picks the trace_id).
 fn run_body(prompt: &str) -> Value {
@@ -249,13 +172,7 @@ fn register_as(app: &TestApp, key: &str, prompt: &str) -> String {
 
 /// How many runs with `trace_id` are stored.
 fn runs_with_id(app: &TestApp, trace_id: &str) -> i64 {
-    app.db()
-        .query_row(
-            "SELECT count(*) FROM runs WHERE trace_id = ?1",
-            [trace_id],
-            |r| r.get(0),
-        )
-        .unwrap_or_else(|e| panic!("count the runs {trace_id}: {e}"))
+    app.query_i64("SELECT count(*) FROM runs WHERE trace_id = ?1", &[trace_id])
 }
 
 /// The trace_id of a registration's answer.
@@ -264,48 +181,6 @@ fn trace_of(r: &Resp, case: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("{case}: no trace_id in {}", r.text()))
         .to_string()
-}
-
-/// `X-RateLimit-Limit`, `-Remaining` and `-Reset` as numbers; panics naming `case` if one is
-/// missing or not a number.
-#[track_caller]
-fn rate(r: &Resp, case: &str) -> (u64, u64, u64) {
-    let get = |name: &str| -> u64 {
-        let v = r
-            .header(name)
-            .unwrap_or_else(|| panic!("{case}: no {name} header; headers {:?}", r.headers));
-        v.parse()
-            .unwrap_or_else(|e| panic!("{case}: {name} {v:?} is not a number: {e}"))
-    };
-    (
-        get(RATE_HEADERS[0]),
-        get(RATE_HEADERS[1]),
-        get(RATE_HEADERS[2]),
-    )
-}
-
-/// `Retry-After` as a number.
-#[track_caller]
-fn retry_after(r: &Resp, case: &str) -> u64 {
-    r.header("Retry-After")
-        .unwrap_or_else(|| panic!("{case}: no Retry-After; headers {:?}", r.headers))
-        .parse()
-        .unwrap_or_else(|e| panic!("{case}: Retry-After is not a number: {e}"))
-}
-
-/// Seconds left in the current window of `len` seconds by the local clock (which the server
-/// shares), computed as the server computes `X-RateLimit-Reset`.
-fn secs_left_in_window(len: u64) -> u64 {
-    len - (now_secs() as u64 % len)
-}
-
-/// Sleeps into the next window of `len` seconds when fewer than `margin` seconds remain in the
-/// current one, so that a short test cannot straddle a window boundary.
-fn avoid_window_end(len: u64, margin: u64) {
-    let left = len as f64 - now_secs() % len as f64;
-    if left < margin as f64 {
-        std::thread::sleep(Duration::from_secs_f64(left + 0.1));
-    }
 }
 
 /// Sleeps `secs` seconds and a little more.
@@ -333,10 +208,10 @@ impl Drop for Served {
     }
 }
 
-/// Starts `serve --db DB ARGS` and reads its start-up line.
-fn serve(db: &Path, args: &[&str]) -> Served {
-    let mut child = runwarden_command(&["serve", "--db"])
-        .arg(db)
+/// Starts `serve` on `storage` with `args` and reads its start-up line.
+fn serve(storage: &Storage, args: &[&str]) -> Served {
+    let mut child = runwarden_command(&["serve"])
+        .args(storage.args())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -370,7 +245,7 @@ fn serve(db: &Path, args: &[&str]) -> Served {
 fn keys_create_prints_one_secret_with_its_type_prefix_and_at_least_128_random_bits() {
     // Arrange
     let dir = fresh_dir("keys-create");
-    let db = dir.join("rw.db");
+    let db = Storage::in_dir(&dir, "rw");
     let cases = [
         ("development", "rw_dev_"),
         ("production", "rw_prod_"),
@@ -439,14 +314,14 @@ fn keys_list_shows_project_type_name_limits_revocation_and_last_use_but_never_a_
         .collect();
     let (dev_secret, dev_id) = &keys[0];
     let (_, revoked_id) = &keys[1];
-    let before_revoke = key_row(&app.db, revoked_id);
+    let before_revoke = key_row(&app.storage, revoked_id);
 
     // Act: revoke the production key, use the development key on the running server.
-    revoke_key(&app.db, revoked_id);
+    revoke_key(&app.storage, revoked_id);
     let used_at = now_secs();
     register_as(&app, dev_secret, "listed key in use");
-    let dev_row = row_once_used(&app.db, dev_id);
-    let (stdout, rows) = list_keys(&app.db);
+    let dev_row = row_once_used(&app.storage, dev_id);
+    let (stdout, rows) = list_keys(&app.storage);
 
     // Assert
     assert_eq!(
@@ -515,7 +390,7 @@ fn keys_revoke_takes_effect_on_the_next_request_of_a_running_server() {
     let before = post_as(&app, EVENT, Some(&revoked), &[], &user_event(&trace));
 
     // Act
-    revoke_key(&app.db, &revoked_id);
+    revoke_key(&app.storage, &revoked_id);
     let after = post_as(&app, EVENT, Some(&revoked), &[], &user_event(&trace));
     let other_key = post_as(&app, EVENT, Some(&kept), &[], &user_event(&trace));
 
@@ -539,7 +414,7 @@ fn keys_revoke_takes_effect_on_the_next_request_of_a_running_server() {
 fn keys_revoke_of_an_unknown_id_fails_with_one_error_line() {
     // Arrange
     let dir = fresh_dir("revoke-unknown");
-    let db = dir.join("rw.db");
+    let db = Storage::in_dir(&dir, "rw");
     create_key_on(&db, "shop", "development", &[]);
 
     // Act
@@ -574,14 +449,7 @@ fn a_fresh_server_on_loopback_is_open_and_puts_runs_in_the_default_project() {
     assert_eq!(registered.status, 200, "register: {}", registered.text());
     assert_eq!(event.status, 200, "event: {}", event.text());
     assert_eq!(check.status, 200, "check: {}", check.text());
-    let project: String = app
-        .db()
-        .query_row(
-            "SELECT project FROM runs WHERE trace_id = ?1",
-            [&trace],
-            |r| r.get(0),
-        )
-        .expect("the run is stored");
+    let project = app.query_text("SELECT project FROM runs WHERE trace_id = ?1", &[&trace]);
     assert_eq!(project, "default");
 }
 
@@ -604,7 +472,7 @@ fn once_a_key_exists_every_v1_route_needs_a_valid_one_and_healthz_needs_none() {
     let app = TestApp::spawn();
     let (good, _) = create_key(&app, "shop", "development", &[]);
     let (revoked, revoked_id) = create_key(&app, "shop", "development", &[]);
-    revoke_key(&app.db, &revoked_id);
+    revoke_key(&app.storage, &revoked_id);
     let trace = register_as(&app, &good, "keyed run");
     let routes = [
         ("register", REGISTER, run_body("refused run")),
@@ -655,15 +523,15 @@ fn serve_on_a_non_loopback_address_without_an_active_key_refuses_to_start() {
     for (case, revoked_key) in cases {
         // Arrange
         let dir = fresh_dir("non-loopback-refused");
-        let db = dir.join("rw.db");
+        let db = Storage::in_dir(&dir, "rw");
         if revoked_key {
             let (_, id) = create_key_on(&db, "ops", "production", &[]);
             revoke_key(&db, &id);
         }
-        let db_arg = db.to_string_lossy().into_owned();
+        let [db_flag, db_value] = db.args();
 
         // Act
-        let out = run_to_exit(&["serve", "--addr", "0.0.0.0:0", "--db", &db_arg]);
+        let out = run_to_exit(&["serve", "--addr", "0.0.0.0:0", &db_flag, &db_value]);
 
         // Assert
         let line = assert_one_error_line(&out, case);
@@ -684,7 +552,10 @@ fn serve_on_a_non_loopback_address_with_allow_open_starts_in_open_mode() {
     let dir = fresh_dir("non-loopback-open");
 
     // Act
-    let server = serve(&dir.join("rw.db"), &["--addr", "0.0.0.0:0", "--allow-open"]);
+    let server = serve(
+        &Storage::in_dir(&dir, "rw"),
+        &["--addr", "0.0.0.0:0", "--allow-open"],
+    );
     let r = post_to(server.addr, REGISTER, None, &[], &run_body("allowed open"));
 
     // Assert
@@ -700,7 +571,7 @@ fn serve_on_a_non_loopback_address_with_allow_open_starts_in_open_mode() {
 fn serve_on_a_non_loopback_address_starts_when_a_key_exists_and_requires_it() {
     // Arrange
     let dir = fresh_dir("non-loopback-keyed");
-    let db = dir.join("rw.db");
+    let db = Storage::in_dir(&dir, "rw");
     let (secret, _) = create_key_on(&db, "ops", "production", &[]);
 
     // Act
@@ -761,26 +632,20 @@ fn a_run_of_another_project_answers_event_and_check_exactly_as_an_unknown_trace(
             assert!(!text.contains(secret), "{case}: leaks {secret:?}: {text}");
         }
     }
-    let (events, checks): (i64, i64) = app
-        .db()
-        .query_row(
-            "SELECT (SELECT count(*) FROM events WHERE trace_id = ?1),
-                    (SELECT count(*) FROM checks WHERE trace_id = ?1)",
-            [&b_trace],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("count B's history");
+    let history = app.query_row(
+        "SELECT (SELECT count(*) FROM events WHERE trace_id = ?1),
+                (SELECT count(*) FROM checks WHERE trace_id = ?1)",
+        &[&b_trace],
+    );
+    let (events, checks) = (history.i64(0), history.i64(1));
     assert_eq!((events, checks), (0, 0), "nothing was added to B's run");
     let own = post_as(&app, EVENT, Some(&b), &[], &user_event(&b_trace));
     assert_eq!(own.status, 200, "B still logs on its run: {}", own.text());
-    let (project, last_seq): (String, i64) = app
-        .db()
-        .query_row(
-            "SELECT project, last_seq FROM runs WHERE trace_id = ?1",
-            [&b_trace],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("B's run");
+    let run = app.query_row(
+        "SELECT project, last_seq FROM runs WHERE trace_id = ?1",
+        &[&b_trace],
+    );
+    let (project, last_seq) = (run.text(0), run.i64(1));
     assert_eq!(
         (project.as_str(), last_seq),
         ("project-b", 1),
@@ -1253,11 +1118,7 @@ fn idempotency_keys_are_per_project() {
     assert_ne!(ta, tb, "each project got its own run");
     assert_eq!(count_rows(&app, "runs"), 2, "two runs");
     let project_of = |t: &str| -> String {
-        app.db()
-            .query_row("SELECT project FROM runs WHERE trace_id = ?1", [t], |r| {
-                r.get(0)
-            })
-            .expect("run stored")
+        app.query_text("SELECT project FROM runs WHERE trace_id = ?1", &[t])
     };
     assert_eq!(project_of(&ta), "project-a");
     assert_eq!(project_of(&tb), "project-b");
@@ -1369,7 +1230,7 @@ fn a_malformed_idempotency_key_is_400_invalid_field_and_writes_nothing() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn the_plaintext_key_appears_nowhere_in_the_database_file() {
+fn the_plaintext_key_appears_nowhere_in_the_database() {
     // Arrange: keys of several types, each used, so every table that touches keys is written.
     let dir = fresh_dir("secret-at-rest");
     let mut app = TestApp::spawn_in(&dir, &[]);
@@ -1391,25 +1252,18 @@ fn the_plaintext_key_appears_nowhere_in_the_database_file() {
     for (kind, secret, id) in &keys[1..] {
         let r = post_as(&app, EVENT, Some(secret), &[], &user_event(&trace));
         assert_eq!(r.status, 200, "{kind} logs an event: {}", r.text());
-        assert_ne!(row_once_used(&app.db, id).last_used, "never", "{kind} used");
+        assert_ne!(
+            row_once_used(&app.storage, id).last_used,
+            "never",
+            "{kind} used"
+        );
     }
-    assert_ne!(row_once_used(&app.db, &keys[0].2).last_used, "never");
-    revoke_key(&app.db, &keys[1].2);
+    assert_ne!(row_once_used(&app.storage, &keys[0].2).last_used, "never");
+    revoke_key(&app.storage, &keys[1].2);
 
     // Act
     assert!(app.terminate().success(), "clean stop");
-    let files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .expect("read the test directory")
-        .map(|e| e.expect("directory entry").path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("rw.db"))
-        })
-        .map(|p| {
-            let bytes = std::fs::read(&p).expect("read a database file");
-            (p.display().to_string(), bytes)
-        })
-        .collect();
+    let files = everything_stored(&app);
 
     // Assert
     let all: Vec<u8> = files.iter().flat_map(|(_, b)| b.iter().copied()).collect();
@@ -1428,6 +1282,58 @@ fn the_plaintext_key_appears_nowhere_in_the_database_file() {
                     "{kind}: the {what} is in {file}"
                 );
             }
+        }
+    }
+}
+
+/// Everything `app` stored, as (name, bytes): on SQLite each database file (`rw.db` and its
+/// `-wal` and `-shm`) byte for byte; on PostgreSQL, whose files belong to the database server,
+/// each table of the database with every row as text.
+fn everything_stored(app: &TestApp) -> Vec<(String, Vec<u8>)> {
+    match &app.storage {
+        Storage::File(_) => std::fs::read_dir(&app.dir)
+            .expect("read the test directory")
+            .map(|e| e.expect("directory entry").path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("rw.db"))
+            })
+            .map(|p| {
+                let bytes = std::fs::read(&p).expect("read a database file");
+                (p.display().to_string(), bytes)
+            })
+            .collect(),
+        Storage::Postgres(url) => {
+            let tables: Vec<String> = pg_connect(url)
+                .query(
+                    "SELECT schemaname::text || '.' || tablename::text FROM pg_tables
+                     WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+                    &[],
+                )
+                .expect("list the tables")
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            tables
+                .into_iter()
+                .map(|table| {
+                    // Each row twice: its values (BYTEA decoded), and its text form (BYTEA in hex).
+                    let mut text = String::new();
+                    let values = app.storage.query(&format!("SELECT * FROM {table}"), &[]);
+                    for value in values.iter().flat_map(|row| row.0.iter().flatten()) {
+                        text.push_str(value);
+                        text.push('\n');
+                    }
+                    for row in app
+                        .storage
+                        .query(&format!("SELECT t::text FROM {table} t"), &[])
+                    {
+                        text.push_str(&row.text(0));
+                        text.push('\n');
+                    }
+                    (format!("table {table}"), text.into_bytes())
+                })
+                .collect()
         }
     }
 }

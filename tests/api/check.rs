@@ -76,25 +76,22 @@ fn stored_check(
     app: &TestApp,
     check_id: &str,
 ) -> (String, i64, String, i64, String, Value, String) {
-    app.db()
-        .query_row(
+    let r = app
+        .query_opt(
             "SELECT trace_id, seq, tool_name, is_safe, reasoning, findings, content
              FROM checks WHERE check_id = ?1",
-            [check_id],
-            |r| {
-                let findings: String = r.get(5)?;
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    serde_json::from_str(&findings).expect("findings column is JSON"),
-                    r.get(6)?,
-                ))
-            },
+            &[check_id],
         )
-        .unwrap_or_else(|e| panic!("check {check_id} is not stored: {e}"))
+        .unwrap_or_else(|| panic!("check {check_id} is not stored"));
+    (
+        r.text(0),
+        r.i64(1),
+        r.text(2),
+        r.i64(3),
+        r.text(4),
+        serde_json::from_str(&r.text(5)).expect("findings column is JSON"),
+        r.text(6),
+    )
 }
 
 #[test]
@@ -245,23 +242,16 @@ fn events_and_checks_share_the_run_sequence() {
     }
     verdict(&c1, "first check");
     verdict(&c2, "second check");
-    let db = app.db();
     let event_seq = |r: &crate::helpers::Resp| -> i64 {
         let id = r.json()["event_id"].as_str().expect("event_id").to_string();
-        db.query_row("SELECT seq FROM events WHERE event_id = ?1", [id], |row| {
-            row.get(0)
-        })
-        .expect("event row")
+        app.query_i64("SELECT seq FROM events WHERE event_id = ?1", &[&id])
     };
     let check_seq = |r: &crate::helpers::Resp| -> i64 {
         let id = r.json()["action_check_id"]
             .as_str()
             .expect("id")
             .to_string();
-        db.query_row("SELECT seq FROM checks WHERE check_id = ?1", [id], |row| {
-            row.get(0)
-        })
-        .expect("check row")
+        app.query_i64("SELECT seq FROM checks WHERE check_id = ?1", &[&id])
     };
     assert_eq!(
         [

@@ -1,6 +1,7 @@
 //! The command line: `--help`, usage errors (exit 2), start-up failures (exit 1 with one
 //! `error:` line on stderr and no panic), environment variables, the start-up line, and a
-//! clean exit 0 on SIGTERM and SIGINT that keeps the data.
+//! clean exit 0 on SIGTERM and SIGINT that keeps the data. Each runs on the suite's backend
+//! (`--db FILE` or `--database-url URL`), except the one-serve-per-file rule of SQLite.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -11,12 +12,14 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::{
-    BIN, TestApp, assert_one_error_line, fresh_dir, http, parse_startup_line, run_to_exit, signal,
+    BIN, Storage, TestApp, assert_one_error_line, database_of, fresh_dir, http, on_postgres,
+    parse_startup_line, pg_admin_url, run_to_exit, signal, skip_on_postgres, url_with_database,
 };
 
-const VARS: [&str; 6] = [
+const VARS: [&str; 7] = [
     "RUNWARDEN_ADDR",
     "RUNWARDEN_DB",
+    "RUNWARDEN_DATABASE_URL",
     "RUNWARDEN_THREADS",
     "RUNWARDEN_MAX_BODY_BYTES",
     "RUNWARDEN_BUSY_TIMEOUT_MS",
@@ -95,6 +98,14 @@ fn help_exits_zero_and_names_the_command_and_every_flag() {
         ),
     ];
 
+    // The PostgreSQL flag, where the suite runs on PostgreSQL (a binary without the backend
+    // has no such flag).
+    let pg_words: &[&str] = if on_postgres() {
+        &["--database-url", "RUNWARDEN_DATABASE_URL"]
+    } else {
+        &[]
+    };
+
     for (args, words) in cases {
         // Act
         let output = run_to_exit(args);
@@ -102,7 +113,8 @@ fn help_exits_zero_and_names_the_command_and_every_flag() {
         // Assert
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert_eq!(output.status.code(), Some(0), "{args:?}: exit code");
-        for word in *words {
+        let serve_help = *args == ["serve", "--help"];
+        for word in words.iter().chain(pg_words.iter().filter(|_| serve_help)) {
             assert!(stdout.contains(word), "{args:?} mentions {word}: {stdout}");
         }
     }
@@ -146,11 +158,10 @@ fn an_address_in_use_exits_1_with_one_error_line_naming_it() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind a port");
     let addr = taken.local_addr().expect("its address").to_string();
     let dir = fresh_dir("cli-addr");
-    let db = dir.join("rw.db");
-    let db = db.to_str().expect("a UTF-8 path");
+    let [db_flag, db] = Storage::in_dir(&dir, "rw").args();
 
     // Act
-    let output = run_to_exit(&["serve", "--addr", &addr, "--db", db]);
+    let output = run_to_exit(&["serve", "--addr", &addr, &db_flag, &db]);
 
     // Assert
     let line = assert_one_error_line(&output, "an address in use");
@@ -160,17 +171,32 @@ fn an_address_in_use_exits_1_with_one_error_line_naming_it() {
 
 #[test]
 fn a_database_that_cannot_be_opened_exits_1_with_one_error_line() {
-    // Arrange
+    // Arrange: (flag, value, case) on the suite's backend.
     let a_directory = fresh_dir("cli-dir-db");
     let a_directory = a_directory.to_str().expect("a UTF-8 path").to_string();
-    let cases = [
-        ("/nonexistent-dir/x.db", "a file in a missing directory"),
-        (a_directory.as_str(), "a directory"),
-    ];
+    let missing_database = pg_admin_url().map(|admin| {
+        let name = format!("rw_t_missing_{}", uuid::Uuid::new_v4().simple());
+        url_with_database(&admin, &name)
+    });
+    let cases = match &missing_database {
+        None => vec![
+            (
+                "--db",
+                "/nonexistent-dir/x.db",
+                "a file in a missing directory",
+            ),
+            ("--db", a_directory.as_str(), "a directory"),
+        ],
+        Some(url) => vec![(
+            "--database-url",
+            url.as_str(),
+            "a database that does not exist",
+        )],
+    };
 
-    for (db, why) in cases {
+    for (flag, db, why) in cases {
         // Act
-        let output = run_to_exit(&["serve", "--addr", "127.0.0.1:0", "--db", db]);
+        let output = run_to_exit(&["serve", "--addr", "127.0.0.1:0", flag, db]);
 
         // Assert
         let line = assert_one_error_line(&output, why);
@@ -183,20 +209,30 @@ fn a_database_that_cannot_be_opened_exits_1_with_one_error_line() {
 
 #[test]
 fn a_database_from_a_newer_runwarden_is_refused() {
-    // Arrange
+    // Arrange: schema version 999, where each backend's schema file keeps it (schema.sql:
+    // PRAGMA user_version; schema.postgres.sql: the table runwarden_schema).
     let dir = fresh_dir("cli-newer");
-    let db = dir.join("rw.db");
-    rusqlite::Connection::open(&db)
-        .expect("create a database")
-        .execute_batch("PRAGMA user_version = 999")
-        .expect("set its version");
-    let db = db.to_str().expect("a UTF-8 path");
+    let storage = Storage::in_dir(&dir, "rw");
+    match &storage {
+        Storage::File(db) => rusqlite::Connection::open(db)
+            .expect("create a database")
+            .execute_batch("PRAGMA user_version = 999")
+            .expect("set its version"),
+        Storage::Postgres(_) => storage.execute(
+            "CREATE TABLE runwarden_schema (
+                 version    INTEGER NOT NULL PRIMARY KEY,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             );
+             INSERT INTO runwarden_schema (version) VALUES (999)",
+        ),
+    }
+    let [db_flag, db] = storage.args();
 
     // Act
-    let output = run_to_exit(&["serve", "--addr", "127.0.0.1:0", "--db", db]);
+    let output = run_to_exit(&["serve", "--addr", "127.0.0.1:0", &db_flag, &db]);
 
     // Assert
-    let line = assert_one_error_line(&output, "user_version 999");
+    let line = assert_one_error_line(&output, "schema version 999");
     assert!(line.contains("newer"), "says the database is newer: {line}");
 }
 
@@ -204,9 +240,13 @@ fn a_database_from_a_newer_runwarden_is_refused() {
 fn runwarden_max_body_bytes_sets_the_body_cap() {
     // Arrange
     let dir = fresh_dir("cli-env-max");
+    let [db_flag, db] = match Storage::in_dir(&dir, "rw") {
+        Storage::File(_) => ["--db".to_string(), "rw.db".to_string()],
+        pg => pg.args(),
+    };
     let server = Started::spawn(
         &dir,
-        &["serve", "--addr", "127.0.0.1:0", "--db", "rw.db"],
+        &["serve", "--addr", "127.0.0.1:0", &db_flag, &db],
         &[("RUNWARDEN_MAX_BODY_BYTES", "10")],
     );
     let body = registration().to_string();
@@ -235,7 +275,8 @@ fn runwarden_max_body_bytes_sets_the_body_cap() {
 
 #[test]
 fn runwarden_addr_and_runwarden_db_are_used_without_flags() {
-    // Arrange: a port that was free a moment ago, so that the default 8787 cannot pass.
+    // Arrange: a port that was free a moment ago, so that the default 8787 cannot pass. The
+    // database comes from RUNWARDEN_DB, or on PostgreSQL from RUNWARDEN_DATABASE_URL.
     let port = TcpListener::bind("127.0.0.1:0")
         .expect("bind a port")
         .local_addr()
@@ -243,39 +284,62 @@ fn runwarden_addr_and_runwarden_db_are_used_without_flags() {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let dir = fresh_dir("cli-env-addr");
-    let db = dir.join("from-env.db");
-    let db_str = db.to_str().expect("a UTF-8 path");
+    let storage = Storage::in_dir(&dir, "from-env");
+    let (db_var, db) = match &storage {
+        Storage::File(path) => ("RUNWARDEN_DB", path.to_str().expect("a UTF-8 path")),
+        Storage::Postgres(url) => ("RUNWARDEN_DATABASE_URL", url.as_str()),
+    };
 
     // Act
-    let server = Started::spawn(
-        &dir,
-        &["serve"],
-        &[("RUNWARDEN_ADDR", &addr), ("RUNWARDEN_DB", db_str)],
-    );
+    let server = Started::spawn(&dir, &["serve"], &[("RUNWARDEN_ADDR", &addr), (db_var, db)]);
     let health = http(server.addr, "GET", "/healthz", &[], b"");
+    let registered = http(
+        server.addr,
+        "POST",
+        "/v1/register-agent-run",
+        &[
+            ("Content-Type".to_string(), "application/json".to_string()),
+            (
+                "Content-Length".to_string(),
+                registration().to_string().len().to_string(),
+            ),
+        ],
+        registration().to_string().as_bytes(),
+    );
 
     // Assert
     assert_eq!(server.addr.to_string(), addr, "line {:?}", server.line);
     assert_eq!(health.status, 200, "{}", health.text());
-    assert!(db.exists(), "the database is created at RUNWARDEN_DB");
+    assert_eq!(registered.status, 200, "{}", registered.text());
+    assert_eq!(
+        storage.count_rows("runs"),
+        1,
+        "the run is stored in the database of {db_var}"
+    );
 }
 
 #[test]
 fn the_start_up_line_names_the_address_and_the_database() {
     // Arrange
     let dir = fresh_dir("cli-line");
-    let db = dir.join("named.db");
-    let db_str = db.to_str().expect("a UTF-8 path");
+    let storage = Storage::in_dir(&dir, "named");
+    let [db_flag, db] = storage.args();
 
     // Act
     let server = Started::spawn(
         &dir,
-        &["serve", "--addr", "127.0.0.1:0", "--db", db_str],
+        &["serve", "--addr", "127.0.0.1:0", &db_flag, &db],
         &[],
     );
 
-    // Assert
-    let canonical = std::fs::canonicalize(&db).expect("the database exists");
+    // Assert: the file's canonical path, or the PostgreSQL database's name.
+    let named = match &storage {
+        Storage::File(path) => std::fs::canonicalize(path)
+            .expect("the database exists")
+            .display()
+            .to_string(),
+        Storage::Postgres(url) => database_of(url),
+    };
     assert_eq!(server.addr.ip().to_string(), "127.0.0.1", "{}", server.line);
     assert_ne!(server.addr.port(), 0, "the real port: {}", server.line);
     assert!(
@@ -284,9 +348,8 @@ fn the_start_up_line_names_the_address_and_the_database() {
         server.line
     );
     assert!(
-        server.line.contains(&canonical.display().to_string()),
-        "names {}: {}",
-        canonical.display(),
+        server.line.contains(&named),
+        "names {named}: {}",
         server.line
     );
 }
@@ -304,14 +367,10 @@ fn sigterm_and_sigint_stop_the_server_with_code_0_and_keep_its_data() {
 
         // Assert
         assert_eq!(status.code(), Some(0), "SIG{sig}: exit status {status:?}");
-        let stored: i64 = app
-            .db()
-            .query_row(
-                "SELECT count(*) FROM runs WHERE trace_id = ?1",
-                [&trace_id],
-                |r| r.get(0),
-            )
-            .expect("query the runs");
+        let stored = app.query_i64(
+            "SELECT count(*) FROM runs WHERE trace_id = ?1",
+            &[&trace_id],
+        );
         assert_eq!(stored, 1, "SIG{sig}: the run is in the database afterwards");
     }
 }
@@ -329,11 +388,11 @@ fn runs_list_and_show_print_a_readable_timeline_with_agent_text_escaped() {
         crate::helpers::transfer_check(&trace, &json!({"amount": "lots", "recipient": "x"}));
     assert_eq!(app.check(&check).status, 200);
     app.terminate();
-    let db = app.db.to_str().expect("utf-8").to_string();
+    let [db_flag, db] = app.storage.args();
 
     // Act
-    let list = run_to_exit(&["runs", "list", "--db", &db]);
-    let show = run_to_exit(&["runs", "show", &trace, "--db", &db]);
+    let list = run_to_exit(&["runs", "list", &db_flag, &db]);
+    let show = run_to_exit(&["runs", "show", &trace, &db_flag, &db]);
 
     // Assert
     let list = String::from_utf8_lossy(&list.stdout).to_string();
@@ -363,7 +422,7 @@ fn runs_list_and_show_print_a_readable_timeline_with_agent_text_escaped() {
         "runs",
         "show",
         "f4f4f4f4-f4f4-f4f4-f4f4-f4f4f4f4f4f4",
-        "--db",
+        &db_flag,
         &db,
     ]);
     assert_eq!(missing.status.code(), Some(1));
@@ -371,13 +430,18 @@ fn runs_list_and_show_print_a_readable_timeline_with_agent_text_escaped() {
 
 #[test]
 fn a_second_serve_on_the_same_database_refuses_to_start() {
+    if skip_on_postgres(
+        "one serve per SQLite file; servers sharing a PostgreSQL database: instances.rs",
+    ) {
+        return;
+    }
     // Arrange
     let app = TestApp::spawn();
 
     // Act
     let second = Command::new(BIN)
         .args(["serve", "--addr", "127.0.0.1:0", "--db"])
-        .arg(&app.db)
+        .arg(app.db_file())
         .env("RUST_LOG", "error")
         .output()
         .expect("run a second serve");
@@ -390,7 +454,12 @@ fn a_second_serve_on_the_same_database_refuses_to_start() {
         200,
         "the first server is unaffected"
     );
-    let keys = run_to_exit(&["keys", "list", "--db", app.db.to_str().expect("utf-8")]);
+    let keys = run_to_exit(&[
+        "keys",
+        "list",
+        "--db",
+        app.db_file().to_str().expect("utf-8"),
+    ]);
     assert!(
         keys.status.success(),
         "key commands still work beside the server"

@@ -9,14 +9,15 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Resp, TestApp, run_count_and_prompt, user_event};
 
-fn registration() -> Value {
+/// A registration body (the server picks the trace_id).
+pub(crate) fn registration() -> Value {
     json!({"agent_id": "load-agent", "timestamp": "2024-01-15T14:30:45.123Z",
            "system_prompt": "You are a helpful assistant."})
 }
 
 /// Runs `work(thread_index)` on `threads` threads at once and collects the results in thread
 /// order.
-fn on_threads<T: Send + 'static>(
+pub(crate) fn on_threads<T: Send + 'static>(
     threads: usize,
     work: impl Fn(usize) -> T + Send + Sync + 'static,
 ) -> Vec<T> {
@@ -84,14 +85,11 @@ fn eight_threads_of_250_registrations_give_2000_distinct_trace_ids_each_valid_fo
         rejected.len(),
         rejected.first()
     );
-    let (runs, events_stored): (i64, i64) = app
-        .db()
-        .query_row(
-            "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM events)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("count rows");
+    let counts = app.query_row(
+        "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM events)",
+        &[],
+    );
+    let (runs, events_stored) = (counts.i64(0), counts.i64(1));
     assert_eq!(runs, 2000, "rows in runs");
     assert_eq!(events_stored, 2000, "rows in events");
 }
@@ -172,15 +170,14 @@ fn concurrent_events_on_one_run_get_distinct_gap_free_sequence_numbers() {
     let answers: Vec<(u16, String)> = answers.into_iter().flatten().collect();
     let failed = answers.iter().filter(|(s, _)| *s != 200).count();
     assert_eq!(failed, 0, "every event is 200");
-    let conn = app.db();
-    let mut stmt = conn
-        .prepare("SELECT seq, event_id FROM events WHERE trace_id = ?1 ORDER BY seq")
-        .expect("prepare");
-    let rows: Vec<(i64, String)> = stmt
-        .query_map([&trace_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("read rows");
+    let rows: Vec<(i64, String)> = app
+        .query(
+            "SELECT seq, event_id FROM events WHERE trace_id = ?1 ORDER BY seq",
+            &[&trace_id],
+        )
+        .iter()
+        .map(|r| (r.i64(0), r.text(1)))
+        .collect();
     let seqs: Vec<i64> = rows.iter().map(|(s, _)| *s).collect();
     let expected: Vec<i64> = (1..=(THREADS * PER_THREAD) as i64).collect();
     assert_eq!(

@@ -43,26 +43,24 @@ struct Row {
 }
 
 fn stored_event(app: &TestApp, event_id: &str) -> Row {
-    app.db()
-        .query_row(
+    let r = app
+        .query_opt(
             "SELECT trace_id, seq, event_type, occurred_at, received_at_ms, content, content_form,
                     schema, schema_form FROM events WHERE event_id = ?1",
-            [event_id],
-            |r| {
-                Ok(Row {
-                    trace_id: r.get(0)?,
-                    seq: r.get(1)?,
-                    event_type: r.get(2)?,
-                    occurred_at: r.get(3)?,
-                    received_at_ms: r.get(4)?,
-                    content: r.get(5)?,
-                    content_form: r.get(6)?,
-                    schema: r.get(7)?,
-                    schema_form: r.get(8)?,
-                })
-            },
+            &[event_id],
         )
-        .unwrap_or_else(|e| panic!("event {event_id} is not stored: {e}"))
+        .unwrap_or_else(|| panic!("event {event_id} is not stored"));
+    Row {
+        trace_id: r.text(0),
+        seq: r.i64(1),
+        event_type: r.text(2),
+        occurred_at: r.f64(3),
+        received_at_ms: r.i64(4),
+        content: r.text(5),
+        content_form: r.text(6),
+        schema: r.text(7),
+        schema_form: r.text(8),
+    }
 }
 
 /// Posts `body` and returns the event_id of a 200 answer.
@@ -102,15 +100,14 @@ fn each_of_the_eight_event_types_is_accepted_and_stored_in_arrival_order() {
     }
 
     // Assert
-    let db = app.db();
-    let mut stmt = db
-        .prepare("SELECT event_id, seq, event_type FROM events WHERE trace_id = ?1 ORDER BY seq")
-        .expect("prepare");
-    let rows: Vec<(String, i64, String)> = stmt
-        .query_map([&trace], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let rows: Vec<(String, i64, String)> = app
+        .query(
+            "SELECT event_id, seq, event_type FROM events WHERE trace_id = ?1 ORDER BY seq",
+            &[&trace],
+        )
+        .iter()
+        .map(|r| (r.text(0), r.i64(1), r.text(2)))
+        .collect();
     let expected: Vec<(String, i64, String)> = ids
         .iter()
         .zip(types)
@@ -578,14 +575,7 @@ fn schema_violations_are_capped_at_20_details_and_nothing_is_stored() {
     let msg = err["message"].as_str().unwrap_or("");
     assert!(msg.contains("30"), "the message gives the total: {msg}");
     assert_eq!(count_rows(&app, "events"), 0, "nothing is stored");
-    let last_seq: i64 = app
-        .db()
-        .query_row(
-            "SELECT last_seq FROM runs WHERE trace_id = ?1",
-            [&trace],
-            |r| r.get(0),
-        )
-        .expect("run");
+    let last_seq = app.query_i64("SELECT last_seq FROM runs WHERE trace_id = ?1", &[&trace]);
     assert_eq!(last_seq, 0, "no sequence number is used up");
 }
 

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Resp, TestApp, assert_one_error_line, fresh_dir, run_to_exit};
+use crate::helpers::{
+    Resp, TestApp, assert_one_error_line, fresh_dir, run_to_exit, skip_on_postgres,
+};
 
 /// A tmpfs mounted on a fresh directory for one test, unmounted when dropped (after the
 /// server on it, which must be declared after it so that it is dropped first).
@@ -217,6 +219,9 @@ impl Outcomes {
 
 #[test]
 fn a_full_disk_answers_503_keeps_serving_and_recovers_without_a_restart_losing_nothing() {
+    if skip_on_postgres("a SQLite file on a small or read-only filesystem") {
+        return;
+    }
     // Arrange: a server on a 16 MiB tmpfs with some runs, then the disk filled up to
     // about 256 KiB.
     const WRITERS: usize = 4;
@@ -344,7 +349,7 @@ fn a_full_disk_answers_503_keeps_serving_and_recovers_without_a_restart_losing_n
 
     // Assert: the file is sound; every acknowledged write is there, no failed one is, not
     // even in part; every run's sequence numbers are gap-free.
-    let conn = rusqlite::Connection::open(&app.db).expect("open the database");
+    let conn = rusqlite::Connection::open(app.db_file()).expect("open the database");
     let check: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("integrity_check");
@@ -424,6 +429,9 @@ fn file_len(path: &Path) -> u64 {
 
 #[test]
 fn a_full_disk_while_the_wal_index_grows_answers_503_not_500() {
+    if skip_on_postgres("a SQLite file on a small or read-only filesystem") {
+        return;
+    }
     // Arrange: a reader holds an old snapshot, so that the checkpointer cannot restart the WAL
     // and it grows to just below the frame whose index entry needs a new -shm region; then
     // the disk is filled completely.
@@ -432,7 +440,7 @@ fn a_full_disk_while_the_wal_index_grows_answers_503_not_500() {
     };
     let app = TestApp::spawn_in(&fs.dir, &[]);
     let trace = app.new_run();
-    let reader = rusqlite::Connection::open(&app.db).expect("open the database");
+    let reader = rusqlite::Connection::open(app.db_file()).expect("open the database");
     reader
         .execute_batch("BEGIN; SELECT count(*) FROM runs;")
         .expect("hold a snapshot");
@@ -518,7 +526,7 @@ fn a_full_disk_while_the_wal_index_grows_answers_503_not_500() {
         after.text()
     );
     drop(reader);
-    let conn = rusqlite::Connection::open(&app.db).expect("open the database");
+    let conn = rusqlite::Connection::open(app.db_file()).expect("open the database");
     let check: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("integrity_check");
@@ -547,6 +555,9 @@ fn a_full_disk_while_the_wal_index_grows_answers_503_not_500() {
 
 #[test]
 fn a_database_path_that_cannot_be_used_is_one_error_line_at_start_up() {
+    if skip_on_postgres("a SQLite file on a small or read-only filesystem") {
+        return;
+    }
     // Arrange
     let dir = fresh_dir("faults-paths");
     let regular = dir.join("regular-file");
@@ -582,6 +593,9 @@ fn a_database_path_that_cannot_be_used_is_one_error_line_at_start_up() {
 
 #[test]
 fn a_database_on_a_read_only_filesystem_is_one_error_line_at_start_up() {
+    if skip_on_postgres("a SQLite file on a small or read-only filesystem") {
+        return;
+    }
     // Arrange: one existing database and one place for a new one, on a read-only mount.
     let Some(fs) = Tmpfs::mount("faults-ro", "4m") else {
         return;

@@ -157,17 +157,15 @@ fn the_fixtures_replay_in_session_order_against_a_fresh_server() {
     }
 
     // The whole session is in the database, in arrival order.
-    let db = app.db();
-    let seqs: Vec<(String, i64)> = db
-        .prepare(
+    let seqs: Vec<(String, i64)> = app
+        .query(
             "SELECT 'event', seq FROM events WHERE trace_id = ?1
              UNION ALL SELECT 'check', seq FROM checks WHERE trace_id = ?1 ORDER BY 2",
+            &[&trace_id],
         )
-        .expect("prepare")
-        .query_map([&trace_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+        .iter()
+        .map(|r| (r.text(0), r.i64(1)))
+        .collect();
     let kinds: Vec<(&str, i64)> = seqs.iter().map(|(k, s)| (k.as_str(), *s)).collect();
     assert_eq!(
         kinds,

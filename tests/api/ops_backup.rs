@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 
 use crate::faults::Tmpfs;
 use crate::helpers::{
-    TestApp, assert_one_error_line, fresh_dir, run_to_exit, transfer_check, user_event,
+    TestApp, assert_one_error_line, fresh_dir, run_to_exit, skip_on_postgres, transfer_check,
+    user_event,
 };
 
 /// A registration with a client-chosen trace id and a 16 KiB prompt (to make the database
@@ -62,6 +63,9 @@ fn reported(stdout: &str) -> (u64, u64) {
 
 #[test]
 fn a_backup_under_write_load_is_sound_and_holds_every_write_acknowledged_before_it() {
+    if skip_on_postgres("runwarden backup copies SQLite files (PostgreSQL: pg_dump)") {
+        return;
+    }
     // Arrange: writers register runs (16 KiB prompts) and log events without pause.
     const WRITERS: usize = 4;
     const RUNS_BEFORE: usize = 400;
@@ -118,7 +122,7 @@ fn a_backup_under_write_load_is_sound_and_holds_every_write_acknowledged_before_
         let acked_events = events.lock().expect("lock").clone();
         let acks_before = acks.load(Ordering::SeqCst);
         let started = Instant::now();
-        let output = run_to_exit(&["backup", path_str(&out), "--db", path_str(&app.db)]);
+        let output = run_to_exit(&["backup", path_str(&out), "--db", path_str(app.db_file())]);
         let elapsed = started.elapsed();
         let acks_during = acks.load(Ordering::SeqCst) - acks_before;
         std::thread::sleep(Duration::from_millis(100));
@@ -197,13 +201,16 @@ fn a_backup_under_write_load_is_sound_and_holds_every_write_acknowledged_before_
 
 #[test]
 fn a_backup_replaces_an_existing_file_only_with_force_and_never_the_database_itself() {
+    if skip_on_postgres("runwarden backup copies SQLite files (PostgreSQL: pg_dump)") {
+        return;
+    }
     // Arrange
     let app = TestApp::spawn();
     let trace = app.new_run();
     let out_dir = fresh_dir("backup-exists");
     let out = out_dir.join("copy.db");
     std::fs::write(&out, "an older backup").expect("write OUT");
-    let (out_s, db_s) = (path_str(&out), path_str(&app.db));
+    let (out_s, db_s) = (path_str(&out), path_str(app.db_file()));
 
     // Act
     let refused = run_to_exit(&["backup", out_s, "--db", db_s]);
@@ -266,6 +273,9 @@ fn a_backup_replaces_an_existing_file_only_with_force_and_never_the_database_its
 
 #[test]
 fn backup_with_a_postgresql_url_says_it_is_for_sqlite_and_names_pg_dump() {
+    if skip_on_postgres("runwarden backup copies SQLite files (PostgreSQL: pg_dump)") {
+        return;
+    }
     // Arrange
     let out_dir = fresh_dir("backup-pg");
     let out = out_dir.join("copy.db");
@@ -293,6 +303,9 @@ fn backup_with_a_postgresql_url_says_it_is_for_sqlite_and_names_pg_dump() {
 
 #[test]
 fn a_backup_that_fails_for_want_of_space_leaves_nothing_under_out() {
+    if skip_on_postgres("runwarden backup copies SQLite files (PostgreSQL: pg_dump)") {
+        return;
+    }
     // Arrange: a database of about 6 MiB, and 1 MiB of room where the copy goes.
     let Some(fs) = Tmpfs::mount("backup-small", "1m") else {
         return;
@@ -305,7 +318,7 @@ fn a_backup_that_fails_for_want_of_space_leaves_nothing_under_out() {
     let out = fs.dir.join("copy.db");
 
     // Act
-    let output = run_to_exit(&["backup", path_str(&out), "--db", path_str(&app.db)]);
+    let output = run_to_exit(&["backup", path_str(&out), "--db", path_str(app.db_file())]);
 
     // Assert
     let line = assert_one_error_line(&output, "a full disk under OUT");
@@ -319,6 +332,9 @@ fn a_backup_that_fails_for_want_of_space_leaves_nothing_under_out() {
 
 #[test]
 fn serving_a_backup_restores_its_runs_events_and_checks() {
+    if skip_on_postgres("runwarden backup copies SQLite files (PostgreSQL: pg_dump)") {
+        return;
+    }
     // Arrange: a run with events and a blocked check, a second run, backed up while serving;
     // then the original is gone.
     let mut original = TestApp::spawn();
@@ -338,7 +354,12 @@ fn serving_a_backup_restores_its_runs_events_and_checks() {
     assert_eq!(blocked.json()["is_safe"], false, "{}", blocked.text());
     let restore_dir = fresh_dir("backup-restore");
     let copy = restore_dir.join("rw.db");
-    let backed_up = run_to_exit(&["backup", path_str(&copy), "--db", path_str(&original.db)]);
+    let backed_up = run_to_exit(&[
+        "backup",
+        path_str(&copy),
+        "--db",
+        path_str(original.db_file()),
+    ]);
     assert!(
         backed_up.status.success(),
         "{}",

@@ -7,9 +7,9 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{BIN, TestApp, fresh_dir};
+use crate::helpers::{BIN, Storage, TestApp, fresh_dir};
 
-const ACME: &str = "You are a customer service agent for AcmeCorp. You help customers with \
+pub(crate) const ACME: &str = "You are a customer service agent for AcmeCorp. You help customers with \
     orders, deliveries and refunds. Be polite and professional. Do not process refunds over \
     $500 without manager approval. Never share customer personal information.";
 
@@ -49,7 +49,7 @@ fn runwarden(args: &[&str]) -> Output {
     crate::helpers::run_to_exit(args)
 }
 
-fn refund_check(trace_id: &str, amount: f64) -> Value {
+pub(crate) fn refund_check(trace_id: &str, amount: f64) -> Value {
     json!({"event_type": "action_check", "trace_id": trace_id, "timestamp": 1705329050.0,
            "content": json!({"order_id": "1234", "amount": amount}).to_string(),
            "schema": json!({"type": "function", "name": "process_refund",
@@ -57,14 +57,14 @@ fn refund_check(trace_id: &str, amount: f64) -> Value {
                    "order_id": {"type": "string"}, "amount": {"type": "number"}}}}).to_string()})
 }
 
-fn approval(trace_id: &str, tool: &str) -> Value {
+pub(crate) fn approval(trace_id: &str, tool: &str) -> Value {
     json!({"event_type": "system", "trace_id": trace_id, "timestamp": 1705329049.0,
            "content": json!({"approval": {"tool": tool}}).to_string(), "schema": "{}"})
 }
 
 /// (is_safe, rule ids) of a check answer.
 #[track_caller]
-fn verdict(app: &TestApp, body: &Value) -> (bool, Vec<String>) {
+pub(crate) fn verdict(app: &TestApp, body: &Value) -> (bool, Vec<String>) {
     let r = app.check(body);
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
@@ -175,8 +175,8 @@ fn serve_applies_its_policy_file_and_refuses_a_bad_one_naming_the_line() {
                       "content": "{}", "schema": "{\"type\":\"function\",\"name\":\"delete_user\"}"});
     let (safe, rules) = verdict(&app, &body);
     let refused = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0", "--db"])
-        .arg(dir.join("rw.db"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(Storage::in_dir(&dir, "rw").args())
         .arg("--policy")
         .arg(&bad)
         .env("RUST_LOG", "error")
@@ -356,14 +356,15 @@ fn an_exported_run_replays_offline_with_its_stored_verdicts_as_expectations() {
     }
     app.terminate();
     let file = app.dir.join("export.jsonl");
+    let [db_flag, db] = app.storage.args();
 
     // Act
     let exported = runwarden(&[
         "export",
         "--trace-id",
         &trace,
-        "--db",
-        app.db.to_str().expect("utf-8"),
+        &db_flag,
+        &db,
         "-o",
         file.to_str().expect("utf-8"),
     ]);
@@ -386,8 +387,9 @@ fn an_exported_run_replays_offline_with_its_stored_verdicts_as_expectations() {
 }
 
 /// Exports every run of `db` to a string.
-fn export_all(db: &Path) -> String {
-    let out = runwarden(&["export", "--all", "--db", db.to_str().expect("utf-8")]);
+fn export_all(db: &Storage) -> String {
+    let [db_flag, db] = db.args();
+    let out = runwarden(&["export", "--all", &db_flag, &db]);
     assert!(
         out.status.success(),
         "{}",
@@ -406,14 +408,14 @@ fn import_keeps_ids_and_verdicts_and_a_second_import_changes_nothing() {
     app.terminate();
     let dir = fresh_dir("import");
     let file = dir.join("export.jsonl");
-    std::fs::write(&file, export_all(&app.db)).expect("write");
-    let target = dir.join("target.db");
-    let target_s = target.to_str().expect("utf-8");
+    std::fs::write(&file, export_all(&app.storage)).expect("write");
+    let target = Storage::in_dir(&dir, "target");
+    let [target_flag, target_s] = target.args();
     let file_s = file.to_str().expect("utf-8");
 
     // Act
-    let first = runwarden(&["import", file_s, "--db", target_s]);
-    let second = runwarden(&["import", file_s, "--db", target_s]);
+    let first = runwarden(&["import", file_s, &target_flag, &target_s]);
+    let second = runwarden(&["import", file_s, &target_flag, &target_s]);
 
     // Assert
     assert!(
@@ -444,7 +446,7 @@ fn import_skips_a_conflicting_run_and_a_run_with_a_bad_line_writing_nothing_of_t
     let mut app = TestApp::spawn();
     let trace = app.new_run_with_prompt("original prompt");
     app.terminate();
-    let exported = export_all(&app.db);
+    let exported = export_all(&app.storage);
     let conflicting = exported.replace("original prompt", "changed prompt");
     let new_run = [
         json!({"kind": "run", "trace_id": "5b1e8e6a-2c4d-4f7a-9e3b-1a2b3c4d5eff", "agent_id": "a",
@@ -460,12 +462,8 @@ fn import_skips_a_conflicting_run_and_a_run_with_a_bad_line_writing_nothing_of_t
     std::fs::write(&file, format!("{conflicting}{new_run}\n")).expect("write");
 
     // Act
-    let out = runwarden(&[
-        "import",
-        file.to_str().expect("utf-8"),
-        "--db",
-        app.db.to_str().expect("utf-8"),
-    ]);
+    let [db_flag, db] = app.storage.args();
+    let out = runwarden(&["import", file.to_str().expect("utf-8"), &db_flag, &db]);
 
     // Assert
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -478,17 +476,11 @@ fn import_skips_a_conflicting_run_and_a_run_with_a_bad_line_writing_nothing_of_t
         stderr.contains("line 4") && stderr.contains("skipped"),
         "{stderr}"
     );
-    let db = app.db();
-    let prompt: String = db
-        .query_row(
-            "SELECT system_prompt FROM runs WHERE trace_id = ?1",
-            [&trace],
-            |r| r.get(0),
-        )
-        .expect("original run");
+    let prompt = app.query_text(
+        "SELECT system_prompt FROM runs WHERE trace_id = ?1",
+        &[&trace],
+    );
     assert_eq!(prompt, "original prompt");
-    let runs: i64 = db
-        .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
-        .expect("count");
+    let runs = crate::helpers::count_rows(&app, "runs");
     assert_eq!(runs, 1, "nothing of the run with a bad line was written");
 }

@@ -1,7 +1,7 @@
 //! The read API (issue 6; the contract's "Reading back (GET)" and "Authentication"):
 //! `GET /v1/runs`, `GET /v1/runs/{trace_id}`, `GET /v1/events` and `GET /v1/checks`, black-box
 //! against the real binary. Keys are made with the real `runwarden keys create` CLI on the
-//! server's database file, as in `access.rs`.
+//! server's database, as in `access.rs`.
 //!
 //! Covered: the `{"data", "next_cursor"}` shape; runs newest first with the `agent_id` filter
 //! (also percent-encoded); one run with its event, check and blocked-check counts and the
@@ -20,14 +20,12 @@
 //! CLI and web views of issue 6.
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{BIN, Resp, TestApp, transfer_check, user_event, with_field};
+use crate::helpers::{Resp, TestApp, transfer_check, user_event, with_field};
 
 const REGISTER: &str = "/v1/register-agent-run";
 const EVENT: &str = "/v1/event";
@@ -45,44 +43,9 @@ const UNKNOWN_KEY: &str = "rw_dev_0000000000000000000000000000000000000000000000
 /// How many items the pagination tests write to each list.
 const THIRTY: usize = 30;
 
-// ---------------------------------------------------------------------------------------------
-// Keys (the real CLI, as in access.rs)
-// ---------------------------------------------------------------------------------------------
-
-/// Runs `runwarden keys ARGS --db DB` to completion, without any `RUNWARDEN_*` variable.
-fn keys_cmd(db: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("keys")
-        .args(args)
-        .arg("--db")
-        .arg(db)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null());
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("RUNWARDEN_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.output().expect("run runwarden keys")
-}
-
 /// Creates a key of type `kind` for `project` on the database of `app`; returns its secret.
 fn create_key(app: &TestApp, project: &str, kind: &str) -> String {
-    let args = ["create", "--project", project, "--type", kind];
-    let out = keys_cmd(&app.db, &args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "keys create {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "keys create {args:?} prints the secret alone: {stdout:?}"
-    );
-    lines[0].to_string()
+    crate::helpers::create_key(app, project, kind, &[]).0
 }
 
 // ---------------------------------------------------------------------------------------------

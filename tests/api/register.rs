@@ -74,21 +74,11 @@ fn now_millis() -> i64 {
 
 /// The stored (agent_id, started_at, system_prompt, received_at) of a run.
 fn stored_run(app: &TestApp, trace_id: &str) -> Option<(String, String, String, String)> {
-    let db = app.db();
-    let mut stmt = db
-        .prepare(
-            "SELECT agent_id, started_at, system_prompt, received_at FROM runs WHERE trace_id = ?1",
-        )
-        .expect("prepare");
-    let mut rows = stmt.query([trace_id]).expect("query");
-    rows.next().expect("row").map(|r| {
-        (
-            r.get(0).expect("agent_id"),
-            r.get(1).expect("started_at"),
-            r.get(2).expect("system_prompt"),
-            r.get(3).expect("received_at"),
-        )
-    })
+    app.query_opt(
+        "SELECT agent_id, started_at, system_prompt, received_at FROM runs WHERE trace_id = ?1",
+        &[trace_id],
+    )
+    .map(|r| (r.text(0), r.text(1), r.text(2), r.text(3)))
 }
 
 #[test]
