@@ -184,7 +184,8 @@ const SQLITE_REGISTER: &str = "register-agent-run (group commit)";
 const SQLITE_REGISTER_KEYED: &str = "register-agent-run, production key with limits";
 const PG_REGISTER: &str = "postgres: register-agent-run (1 instance)";
 const PG_REGISTER_2: &str = "postgres: register-agent-run (2 instances, one database)";
-const PG_REGISTER_KEYED: &str = "postgres: register-agent-run, production key with limits (1 instance)";
+const PG_REGISTER_KEYED: &str =
+    "postgres: register-agent-run, production key with limits (1 instance)";
 const PG_EVENT: &str = "postgres: event, small schema (1 instance)";
 const PG_EVENT_2: &str = "postgres: event, small schema (2 instances)";
 
@@ -206,7 +207,13 @@ const SCENARIOS: &[Scenario] = &[
         0,
         Kind::Register,
     ),
-    scenario("event, small schema", Backend::Sqlite, &[], 0, Kind::EventSmall),
+    scenario(
+        "event, small schema",
+        Backend::Sqlite,
+        &[],
+        0,
+        Kind::EventSmall,
+    ),
     scenario(
         "event, 10 KB content, nested schema",
         Backend::Sqlite,
@@ -214,7 +221,13 @@ const SCENARIOS: &[Scenario] = &[
         0,
         Kind::EventLarge,
     ),
-    scenario("check, run of 10 events", Backend::Sqlite, &[], 10, Kind::Check),
+    scenario(
+        "check, run of 10 events",
+        Backend::Sqlite,
+        &[],
+        10,
+        Kind::Check,
+    ),
     scenario(
         "check, run of 10,000 events",
         Backend::Sqlite,
@@ -224,7 +237,13 @@ const SCENARIOS: &[Scenario] = &[
     ),
     Scenario {
         keyed: true,
-        ..scenario(SQLITE_REGISTER_KEYED, Backend::Sqlite, &[], 0, Kind::Register)
+        ..scenario(
+            SQLITE_REGISTER_KEYED,
+            Backend::Sqlite,
+            &[],
+            0,
+            Kind::Register,
+        )
     },
     scenario(PG_REGISTER, Backend::Postgres, &[], 0, Kind::Register),
     Scenario {
@@ -258,16 +277,27 @@ struct Row {
     latencies_us: Vec<u32>,
     errors: u64,
     unanswered: usize,
+    /// Summed over the instances.
     peak_rss_kib: Option<u64>,
-    /// Server CPU time over warm-up and measurement, in 1/100 s.
+    /// Server CPU time over warm-up and measurement, in 1/100 s (summed over the instances).
     cpu_ticks_used: Option<u64>,
     /// The load generator's CPU time over the same period, in 1/100 s.
     client_ticks: Option<u64>,
+    /// `serve` processes the load was spread over.
+    instances: usize,
+    /// PostgreSQL scenarios: the PostgreSQL server's CPU time over the same period, in 1/100 s.
+    db_ticks: Option<u64>,
+    postgres: bool,
 }
 
 impl Row {
     fn throughput(&self) -> f64 {
         self.requests as f64 / self.seconds
+    }
+
+    /// CPU ticks over warm-up and measurement as a percentage of one core.
+    fn percent(&self, ticks: u64) -> f64 {
+        ticks as f64 / (self.seconds + self.warmup_seconds)
     }
 
     fn percentile_ms(&self, p: f64) -> f64 {
@@ -283,7 +313,6 @@ impl Row {
 struct ServerProcess {
     child: Child,
     addr: SocketAddr,
-    _dir: Option<TempDir>,
 }
 
 impl Drop for ServerProcess {
@@ -301,22 +330,159 @@ impl Drop for TempDir {
     }
 }
 
-fn start_server(flags: Option<&[&str]>) -> ServerProcess {
-    let (mut cmd, dir) = match flags {
+/// A database of its own for one PostgreSQL scenario, dropped with this value.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    fn create(admin_url: &str) -> PgDatabase {
+        let name = format!("rw_bench_{}_{}", std::process::id(), unique());
+        let mut admin = pg_connect(admin_url);
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        PgDatabase {
+            admin_url: admin_url.to_string(),
+            url: with_database(admin_url, &name),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // FORCE ends the backends of servers that were just killed and are still closing.
+        let dropped =
+            postgres::Client::connect(&self.admin_url, postgres::NoTls).and_then(|mut c| {
+                c.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+            });
+        if let Err(e) = dropped {
+            eprintln!("warning: could not drop database {}: {e}", self.name);
+        }
+    }
+}
+
+fn pg_connect(url: &str) -> postgres::Client {
+    postgres::Client::connect(url, postgres::NoTls)
+        .unwrap_or_else(|e| panic!("{DATABASE_URL_VAR}: cannot connect to {url}: {e}"))
+}
+
+/// `url` with its database name replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    assert!(
+        url.starts_with("postgres://") || url.starts_with("postgresql://"),
+        "{DATABASE_URL_VAR} must be a postgres://USER@HOST:PORT/DB URL, got {url:?}"
+    );
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let query = query.map_or(String::new(), |q| format!("?{q}"));
+    format!("{}/{database}{query}", &base[..authority_end])
+}
+
+/// The postmaster of the PostgreSQL server at `admin_url` if it runs on this machine: the
+/// parent of this connection's backend, both named `postgres`.
+fn postmaster_pid(admin_url: &str) -> Option<u32> {
+    let mut admin = pg_connect(admin_url);
+    let backend: i32 = admin.query_one("SELECT pg_backend_pid()", &[]).ok()?.get(0);
+    let backend = u32::try_from(backend).ok()?;
+    let (comm, fields) = proc_stat(backend)?;
+    let parent: u32 = fields.get(1)?.parse().ok()?;
+    let (parent_comm, _) = proc_stat(parent)?;
+    (comm == "postgres" && parent_comm == "postgres").then_some(parent)
+}
+
+/// Where the servers of one scenario keep their data; dropped after them.
+enum Storage {
+    Sqlite(TempDir),
+    Postgres(PgDatabase),
+}
+
+impl Storage {
+    fn new(backend: Backend, o: &Options) -> Storage {
+        match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(format!(
+                    "rw-bench-{}-{}",
+                    std::process::id(),
+                    unique()
+                ));
+                std::fs::create_dir_all(&dir).expect("bench dir");
+                Storage::Sqlite(TempDir(dir))
+            }
+            Backend::Postgres => {
+                let pg = o
+                    .postgres
+                    .as_ref()
+                    .expect("PostgreSQL scenarios need a server");
+                Storage::Postgres(PgDatabase::create(&pg.admin_url))
+            }
+        }
+    }
+
+    /// A `runwarden` command (`serve`, `keys create`) with this storage's flag appended.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runwarden"));
+        cmd.args(args)
+            .env_remove("RUNWARDEN_DB")
+            .env_remove("RUNWARDEN_DATABASE_URL");
+        match self {
+            Storage::Sqlite(dir) => cmd.arg("--db").arg(dir.0.join("rw.db")),
+            Storage::Postgres(db) => cmd.args(["--database-url", &db.url]),
+        };
+        cmd
+    }
+
+    /// Creates a production key whose limits are never reached; returns its secret.
+    fn create_key(&self) -> String {
+        let limit = "1000000000";
+        let out = self
+            .command(&[
+                "keys",
+                "create",
+                "--project",
+                "bench",
+                "--type",
+                "production",
+                "--rpm",
+                limit,
+                "--rph",
+                limit,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run runwarden keys create");
+        assert!(
+            out.status.success(),
+            "keys create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// Starts the ceiling server (`storage` = `None`) or `runwarden serve` with `flags`.
+fn start_server(flags: &[&str], storage: Option<&Storage>) -> ServerProcess {
+    let mut cmd = match storage {
         None => {
             let mut cmd = Command::new(std::env::current_exe().expect("own path"));
             cmd.arg("--ceiling-server");
-            (cmd, None)
+            cmd
         }
-        Some(flags) => {
-            let dir =
-                std::env::temp_dir().join(format!("rw-bench-{}-{}", std::process::id(), unique()));
-            std::fs::create_dir_all(&dir).expect("bench dir");
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_runwarden"));
-            cmd.args(["serve", "--addr", "127.0.0.1:0", "--db"])
-                .arg(dir.join("rw.db"))
-                .args(flags);
-            (cmd, Some(TempDir(dir)))
+        Some(storage) => {
+            let mut cmd = storage.command(&["serve", "--addr", "127.0.0.1:0"]);
+            cmd.args(flags);
+            cmd
         }
     };
     let mut child = cmd
@@ -337,11 +503,7 @@ fn start_server(flags: Option<&[&str]>) -> ServerProcess {
         .and_then(|r| r.split_whitespace().next())
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no address in {line:?}"));
-    ServerProcess {
-        child,
-        addr,
-        _dir: dir,
-    }
+    ServerProcess { child, addr }
 }
 
 fn unique() -> u64 {
@@ -409,10 +571,13 @@ fn check_body(trace_id: &str) -> Value {
            "schema": "{\"type\":\"function\",\"name\":\"transfer_funds\",\"parameters\":{\"type\":\"object\",\"properties\":{\"amount\":{\"type\":\"number\"},\"recipient\":{\"type\":\"string\"}},\"required\":[\"amount\",\"recipient\"]}}"})
 }
 
-fn request_bytes(path: &str, body: &Value) -> Vec<u8> {
+/// A request; `key` adds the `x-api-key` header (where runwarden reads keys; it does not read
+/// `Authorization`).
+fn request_bytes(path: &str, body: &Value, key: Option<&str>) -> Vec<u8> {
     let body = body.to_string();
+    let auth = key.map_or(String::new(), |k| format!("x-api-key: {k}\r\n"));
     format!(
-        "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -524,10 +689,10 @@ fn read_status(reader: &mut BufReader<TcpStream>) -> std::io::Result<u16> {
 }
 
 /// Sends one request on a fresh connection and returns the JSON answer (setup only).
-fn setup_post(addr: SocketAddr, path: &str, body: &Value) -> Value {
+fn setup_post(addr: SocketAddr, path: &str, body: &Value, key: Option<&str>) -> Value {
     let mut s = BufReader::new(TcpStream::connect(addr).expect("connect"));
     s.get_mut()
-        .write_all(&request_bytes(path, body))
+        .write_all(&request_bytes(path, body, key))
         .expect("send");
     let mut head = String::new();
     let mut length = 0;
@@ -551,8 +716,8 @@ fn setup_post(addr: SocketAddr, path: &str, body: &Value) -> Value {
 }
 
 /// Logs `n` small events into `trace_id` over `parallel` keep-alive connections (setup only).
-fn fill_history(addr: SocketAddr, trace_id: &str, n: usize, parallel: usize) {
-    let req = request_bytes("/v1/event", &small_event(trace_id));
+fn fill_history(addr: SocketAddr, trace_id: &str, n: usize, parallel: usize, key: Option<&str>) {
+    let req = request_bytes("/v1/event", &small_event(trace_id), key);
     let fillers: Vec<_> = (0..parallel)
         .map(|i| {
             let req = req.clone();
@@ -571,44 +736,112 @@ fn fill_history(addr: SocketAddr, trace_id: &str, n: usize, parallel: usize) {
     }
 }
 
+/// A process's command name and the fields of /proc/PID/stat after it (index 0 = state,
+/// 1 = parent, 11 = utime, 12 = stime, 13 = cutime, 14 = cstime).
+fn proc_stat(pid: u32) -> Option<(String, Vec<String>)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_string();
+    Some((comm, rest.split_whitespace().map(str::to_string).collect()))
+}
+
+fn tick_field(fields: &[String], i: usize) -> Option<u64> {
+    fields.get(i)?.parse().ok()
+}
+
 /// User plus system CPU time of a process, in clock ticks (1/100 s on Linux).
 fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    let (_, fields) = proc_stat(pid)?;
+    Some(tick_field(&fields, 11)? + tick_field(&fields, 12)?)
+}
+
+/// CPU time of a PostgreSQL server in clock ticks: its postmaster, the processes under it now
+/// and those it has reaped (so backends that ended in between still count).
+fn postgres_ticks(postmaster: u32) -> Option<u64> {
+    let (_, fields) = proc_stat(postmaster)?;
+    let mut total = (11..=14)
+        .map(|i| tick_field(&fields, i))
+        .sum::<Option<u64>>()?;
+    let parent = postmaster.to_string();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some((_, f)) = proc_stat(pid)
+            && f.get(1) == Some(&parent)
+        {
+            total += tick_field(&f, 11).unwrap_or(0) + tick_field(&f, 12).unwrap_or(0);
+        }
+    }
+    Some(total)
+}
+
+/// The sum of `f` over the servers; `None` if any is unknown.
+fn summed(servers: &[ServerProcess], f: impl Fn(u32) -> Option<u64>) -> Option<u64> {
+    servers.iter().map(|s| f(s.child.id())).sum()
 }
 
 fn run_scenario(scenario: &Scenario, o: &Options) -> Row {
-    let server = start_server(scenario.server);
-    let addr = server.addr;
+    // Declared before the servers so that it is dropped (the database too) after them.
+    let storage = scenario
+        .server
+        .is_some()
+        .then(|| Storage::new(scenario.backend, o));
+    let key = storage
+        .as_ref()
+        .filter(|_| scenario.keyed)
+        .map(Storage::create_key);
+    let key = key.as_deref();
+    let servers: Vec<ServerProcess> = (0..scenario.instances.max(1))
+        .map(|_| start_server(scenario.server.unwrap_or(&[]), storage.as_ref()))
+        .collect();
+    if key.is_some() {
+        // A key the server refuses would make every measured request an error: fail instead.
+        for server in &servers {
+            let run = setup_post(server.addr, "/v1/register-agent-run", &register_body(), key);
+            assert!(run["trace_id"].is_string(), "keyed register: {run}");
+        }
+    }
+    // Connection i talks to server i modulo the number of servers.
+    let addrs: Vec<SocketAddr> = (0..o.connections)
+        .map(|i| servers[i % servers.len()].addr)
+        .collect();
     // One request per connection, built after any setup it needs. Check scenarios share one
     // run whose history is filled first.
     let check_run = matches!(scenario.kind, Kind::Check).then(|| {
-        let run = setup_post(addr, "/v1/register-agent-run", &register_body());
+        let addr = servers[0].addr;
+        let run = setup_post(addr, "/v1/register-agent-run", &register_body(), key);
         let trace_id = run["trace_id"].as_str().expect("trace_id").to_string();
-        fill_history(addr, &trace_id, scenario.history, o.connections);
+        fill_history(addr, &trace_id, scenario.history, o.connections, key);
         trace_id
     });
-    let requests: Vec<Vec<u8>> = (0..o.connections)
-        .map(|_| match (scenario.kind, &check_run) {
-            (Kind::Check, Some(trace_id)) => request_bytes("/v1/check", &check_body(trace_id)),
+    let requests: Vec<Vec<u8>> = addrs
+        .iter()
+        .map(|&addr| match (scenario.kind, &check_run) {
+            (Kind::Check, Some(trace_id)) => request_bytes("/v1/check", &check_body(trace_id), key),
             (Kind::EventSmall | Kind::EventLarge, _) => {
-                let run = setup_post(addr, "/v1/register-agent-run", &register_body());
+                let run = setup_post(addr, "/v1/register-agent-run", &register_body(), key);
                 let trace_id = run["trace_id"].as_str().expect("trace_id");
                 if let Kind::EventSmall = scenario.kind {
-                    request_bytes("/v1/event", &small_event(trace_id))
+                    request_bytes("/v1/event", &small_event(trace_id), key)
                 } else {
-                    request_bytes("/v1/event", &large_event(trace_id))
+                    request_bytes("/v1/event", &large_event(trace_id), key)
                 }
             }
-            _ => request_bytes("/v1/register-agent-run", &register_body()),
+            _ => request_bytes("/v1/register-agent-run", &register_body(), key),
         })
         .collect();
-    let cpu_before = cpu_ticks(server.child.id());
+    let postmaster = match storage {
+        Some(Storage::Postgres(_)) => o.postgres.as_ref().and_then(|pg| pg.postmaster),
+        _ => None,
+    };
+    let cpu_before = summed(&servers, cpu_ticks);
+    let db_before = postmaster.and_then(postgres_ticks);
     let client_cpu_before = cpu_ticks(std::process::id());
     let warmup = (o.duration / 5).max(Duration::from_secs(1));
     let stop = Arc::new(AtomicBool::new(false));
@@ -616,7 +849,8 @@ fn run_scenario(scenario: &Scenario, o: &Options) -> Row {
     let measure_from = start + warmup;
     let clients: Vec<_> = requests
         .into_iter()
-        .map(|req| {
+        .zip(addrs)
+        .map(|(req, addr)| {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || client(addr, req, measure_from, stop))
         })
@@ -628,12 +862,16 @@ fn run_scenario(scenario: &Scenario, o: &Options) -> Row {
         .into_iter()
         .map(|c| c.join().expect("client"))
         .collect();
-    let peak_rss_kib = peak_rss(server.child.id());
+    let peak_rss_kib = summed(&servers, peak_rss);
     let client_ticks = cpu_ticks(std::process::id())
         .zip(client_cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
-    let cpu_ticks_used = cpu_ticks(server.child.id())
+    let cpu_ticks_used = summed(&servers, cpu_ticks)
         .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let db_ticks = postmaster
+        .and_then(postgres_ticks)
+        .zip(db_before)
         .map(|(after, before)| after.saturating_sub(before));
     let mut latencies_us: Vec<u32> = results
         .iter()
@@ -651,6 +889,9 @@ fn run_scenario(scenario: &Scenario, o: &Options) -> Row {
         peak_rss_kib,
         cpu_ticks_used,
         client_ticks,
+        instances: servers.len(),
+        db_ticks,
+        postgres: matches!(storage, Some(Storage::Postgres(_))),
     }
 }
 
@@ -664,7 +905,7 @@ fn peak_rss(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn print_table(rows: &[Row]) {
+fn print_table(rows: &[Row], o: &Options) {
     let ceiling = rows.iter().find(|r| r.name == CEILING).map(Row::throughput);
     println!();
     println!(
@@ -673,15 +914,21 @@ fn print_table(rows: &[Row]) {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let ratio = ceiling.map_or("-".to_string(), |c| format!("{:.2}", r.throughput() / c));
-        let rss = r
-            .peak_rss_kib
-            .map_or("-".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
-        let cpu = r.cpu_ticks_used.map_or("-".to_string(), |t| {
-            format!("{:.0}%", t as f64 / (r.seconds + r.warmup_seconds))
+        // Rows of several instances show sums over them, and say so.
+        let sum_of = if r.instances > 1 {
+            format!(" (sum of {})", r.instances)
+        } else {
+            String::new()
+        };
+        let rss = r.peak_rss_kib.map_or("-".to_string(), |k| {
+            format!("{:.1} MiB{sum_of}", k as f64 / 1024.0)
         });
-        let client_cpu = r.client_ticks.map_or("-".to_string(), |t| {
-            format!("{:.0}%", t as f64 / (r.seconds + r.warmup_seconds))
-        });
+        let cpu = r
+            .cpu_ticks_used
+            .map_or("-".to_string(), |t| format!("{:.0}%{sum_of}", r.percent(t)));
+        let client_cpu = r
+            .client_ticks
+            .map_or("-".to_string(), |t| format!("{:.0}%", r.percent(t)));
         println!(
             "| {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
             r.name,
@@ -700,7 +947,7 @@ fn print_table(rows: &[Row]) {
     let find = |name: &str| rows.iter().find(|r| r.name == name);
     println!();
     if let (Some(g), Some(one)) = (
-        find("register-agent-run (group commit)"),
+        find(SQLITE_REGISTER),
         find("register-agent-run (1 write per transaction)"),
     ) {
         println!(
@@ -716,5 +963,71 @@ fn print_table(rows: &[Row]) {
             "check p99: run of 10,000 events / run of 10 events = {:.2}",
             big.percentile_ms(0.99) / small.percentile_ms(0.99)
         );
+    }
+    let ratio = |a: &str, b: &str| {
+        find(a)
+            .zip(find(b))
+            .map(|(a, b)| a.throughput() / b.throughput())
+    };
+    let costs: Vec<String> = [
+        ("sqlite", ratio(SQLITE_REGISTER_KEYED, SQLITE_REGISTER)),
+        ("postgres", ratio(PG_REGISTER_KEYED, PG_REGISTER)),
+    ]
+    .into_iter()
+    .filter_map(|(backend, r)| r.map(|r| format!("{backend} keyed/open = {r:.2}")))
+    .collect();
+    if !costs.is_empty() {
+        println!("rate limit cost: {}", costs.join(", "));
+    }
+    for (what, two, one) in [
+        ("register-agent-run", PG_REGISTER_2, PG_REGISTER),
+        ("event, small schema", PG_EVENT_2, PG_EVENT),
+    ] {
+        if let Some(r) = ratio(two, one) {
+            println!("{what}: postgres 2 instances / 1 instance = {r:.2}");
+        }
+    }
+    if rows.iter().any(|r| r.instances > 1) {
+        println!(
+            "Rows of 2 instances: req/s is combined, latencies are over the connections to both \
+             (half of them on each), server peak RSS and server CPU are sums over both."
+        );
+    }
+    if rows.iter().any(|r| r.postgres) {
+        println!(
+            "Server CPU counts runwarden only; the PostgreSQL server, on the same machine, is \
+             below. CPU is in percent of one core ({} cores here).",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+    }
+    match &o.postgres {
+        None => println!(
+            "PostgreSQL scenarios skipped: set {DATABASE_URL_VAR}=postgres://USER@HOST:PORT/DB \
+             (a role that may CREATE DATABASE) to run them."
+        ),
+        Some(pg) if pg.postmaster.is_none() => println!(
+            "PostgreSQL server CPU not measured: its postmaster is not a process on this machine."
+        ),
+        Some(_) => {
+            let pg_rows: Vec<&Row> = rows.iter().filter(|r| r.postgres).collect();
+            if !pg_rows.is_empty() {
+                println!();
+                println!(
+                    "| PostgreSQL scenario | postgres CPU (postmaster and all its processes) | runwarden + postgres + client CPU |"
+                );
+                println!("|---|---:|---:|");
+                for r in pg_rows {
+                    let total = r
+                        .cpu_ticks_used
+                        .zip(r.db_ticks)
+                        .zip(r.client_ticks)
+                        .map(|((s, d), c)| s + d + c);
+                    let pct = |t: Option<u64>| {
+                        t.map_or("-".to_string(), |t| format!("{:.0}%", r.percent(t)))
+                    };
+                    println!("| {} | {} | {} |", r.name, pct(r.db_ticks), pct(total));
+                }
+            }
+        }
     }
 }
