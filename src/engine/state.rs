@@ -139,10 +139,12 @@ pub enum HistoryItem {
         /// The content, parsed.
         content: Value,
     },
-    /// A check: its sequence number, tool, arguments and whether it consumed an approval.
+    /// A check: its sequence number, id, tool, arguments and whether it consumed an approval.
     Check {
         /// Per-run sequence number.
         seq: u64,
+        /// The check's id.
+        id: String,
         /// The tool's name.
         tool: String,
         /// The arguments, parsed.
@@ -438,12 +440,14 @@ mod tests {
             },
             HistoryItem::Check {
                 seq: 2,
+                id: "c2".into(),
                 tool: "refund".into(),
                 arguments: json!({"amount": 750}),
                 consumed_approval: true,
             },
             HistoryItem::Check {
                 seq: 3,
+                id: "c3".into(),
                 tool: "refund".into(),
                 arguments: json!({"amount": 750}),
                 consumed_approval: false,

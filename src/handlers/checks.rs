@@ -4,6 +4,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::run_states::RunEntry;
 use super::{App, Call, compile_schema, parse_json};
 use crate::domain::event::EventWire;
 use crate::domain::time::unix_seconds_millis;
@@ -37,43 +38,80 @@ pub fn check(app: &App, call: &Call<'_>) -> Result<Reply, ApiError> {
         .states
         .get(app.store.as_ref(), &app.policy, project, trace_id)
         .map_err(not_found)?;
-    let action_check_id = check.check_id.to_string();
-    let timestamp = unix_seconds_millis(check.received_at);
-    // Under the run's lock: catch up with what was stored since (through this instance or
-    // another one), judge, and store the check only if nothing was added meanwhile; if
-    // something was (another instance, or an event of this one arriving between the
-    // catch-up and the write), judge again. So a verdict sees every item stored before it, and
-    // an approval is used once, however many instances serve the run.
-    let mut e = entry.lock().unwrap_or_else(|p| p.into_inner());
-    let e = &mut *e;
     let mut recorded = RecordedCheck {
         check,
         tool_name,
         verdict: Default::default(),
-        after_seq: 0,
+        after_seq: None,
     };
-    for _ in 0..MAX_ATTEMPTS {
-        e.catch_up(app.store.as_ref(), trace_id)
-            .map_err(not_found)?;
-        recorded.verdict = app.engine.check(&CheckContext {
+    let answer = |r: &RecordedCheck| -> Result<Vec<u8>, ApiError> {
+        serde_json::to_vec(&Judged {
+            is_safe: r.verdict.is_safe,
+            reasoning: &r.verdict.reasoning,
+            action_check_id: r.check.check_id.to_string(),
+            timestamp: unix_seconds_millis(r.check.received_at),
+            findings: &r.verdict.findings,
+        })
+        .map_err(ApiError::internal)
+    };
+    let reply = |body: Vec<u8>| Reply {
+        status: 200,
+        body,
+        headers: Vec::new(),
+        content_type: crate::http::response::JSON,
+    };
+    let judge = |e: &RunEntry, r: &RecordedCheck| {
+        app.engine.check(&CheckContext {
             run: &e.run,
             state: &e.state,
             policy: &e.policy,
             action: &Action {
-                tool_name: &recorded.tool_name,
-                arguments: &recorded.check.content.value,
+                tool_name: &r.tool_name,
+                arguments: &r.check.content.value,
                 schema: &schema,
             },
-        });
-        recorded.after_seq = e.applied_seq;
-        let body = serde_json::to_vec(&Judged {
-            is_safe: recorded.verdict.is_safe,
-            reasoning: &recorded.verdict.reasoning,
-            action_check_id: action_check_id.clone(),
-            timestamp,
-            findings: &recorded.verdict.findings,
         })
-        .map_err(ApiError::internal)?;
+    };
+    if !app.store.shared() {
+        // One process sees every write. Under the run's lock: catch up with what was stored
+        // since, judge, and count the check in the state (two checks of one run see each other:
+        // an approval is used once, repetitions count); write after releasing it, so that
+        // checks of one run still share a group commit.
+        {
+            let mut guard = entry.lock().unwrap_or_else(|p| p.into_inner());
+            let e = &mut *guard;
+            e.catch_up(app.store.as_ref(), trace_id)
+                .map_err(not_found)?;
+            recorded.verdict = judge(e, &recorded);
+            e.state.on_check(
+                &recorded.tool_name,
+                &recorded.check.content.value,
+                recorded.verdict.consumed_approval,
+            );
+            e.pending.insert(recorded.check.check_id.to_string());
+        }
+        let body = answer(&recorded)?;
+        let replay = call.replay(200, &body);
+        app.metrics.check(&recorded.verdict);
+        if let Err(e) = app.store.record_check(project, recorded, replay) {
+            // The state counted a check that is not stored: load it afresh next time.
+            app.states.forget(trace_id);
+            return Err(not_found(e));
+        }
+        return Ok(reply(body));
+    }
+    // Several instances share the database. Under the run's lock: catch up with what was
+    // stored since (through any instance), judge, and store the check only if nothing was
+    // added meanwhile; if something was, judge again. So a verdict sees every item stored
+    // before it, and an approval is used once, however many instances serve the run.
+    let mut guard = entry.lock().unwrap_or_else(|p| p.into_inner());
+    let e = &mut *guard;
+    for _ in 0..MAX_ATTEMPTS {
+        e.catch_up(app.store.as_ref(), trace_id)
+            .map_err(not_found)?;
+        recorded.verdict = judge(e, &recorded);
+        recorded.after_seq = Some(e.applied_seq);
+        let body = answer(&recorded)?;
         let replay = call.replay(200, &body);
         match app.store.record_check(project, recorded.clone(), replay) {
             Ok(seq) => {
@@ -85,12 +123,7 @@ pub fn check(app: &App, call: &Call<'_>) -> Result<Reply, ApiError> {
                 );
                 e.applied_seq = seq;
                 app.metrics.check(v);
-                return Ok(Reply {
-                    status: 200,
-                    body,
-                    headers: Vec::new(),
-                    content_type: crate::http::response::JSON,
-                });
+                return Ok(reply(body));
             }
             Err(StoreError::Stale) => continue,
             Err(other) => return Err(not_found(other)),

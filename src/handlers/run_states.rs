@@ -2,17 +2,19 @@
 //! length of its run's history. A run not in memory is loaded once from the store
 //! (`Store::run_history`: its events and checks); before each check, whatever was stored
 //! since (by this instance or another one sharing the database) is read and applied
-//! ([`RunStates::catch_up`]). The store is the truth, the memory a cache of it: a check's
-//! write succeeds only if nothing was added to its run since the state it was judged on
-//! (`RecordedCheck::after_seq`). At most [`RunStates::CAPACITY`] runs are kept; runs not in
+//! ([`RunEntry::catch_up`]). The store is the truth, the memory a cache of it. With a shared
+//! database a check's write succeeds only if nothing was added to its run since the state it
+//! was judged on (`RecordedCheck::after_seq`); with one process per database, a check is
+//! applied to the state before its write (so that checks of one run share a group commit) and
+//! skipped when a catch-up meets it (`pending`). At most [`RunStates::CAPACITY`] runs are kept; runs not in
 //! use go first.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::domain::ids::TraceId;
 use crate::engine::RunContext;
-use crate::engine::state::RunState;
+use crate::engine::state::{HistoryItem, RunState};
 use crate::policy::{AgentPolicy, Policy};
 use crate::store::{History, Store, StoreError};
 
@@ -26,8 +28,11 @@ pub struct RunEntry {
     pub policy: AgentPolicy,
     /// Its derived state.
     pub state: RunState,
-    /// The run's latest sequence number reflected in `state`.
+    /// The run's latest sequence number reflected in `state` (besides `pending`).
     pub applied_seq: u64,
+    /// Checks already applied to `state` whose write may not be stored yet (one process per
+    /// database only, see `checks.rs`): a catch-up that meets one skips it.
+    pub pending: HashSet<String>,
 }
 
 impl RunEntry {
@@ -42,7 +47,12 @@ impl RunEntry {
         if history.last_seq <= self.applied_seq {
             return;
         }
-        self.state.apply(&self.policy, history.items);
+        let pending = &mut self.pending;
+        let items = history.items.into_iter().filter(|item| match item {
+            HistoryItem::Check { id, .. } => !pending.remove(id),
+            HistoryItem::Event { .. } => true,
+        });
+        self.state.apply(&self.policy, items);
         self.applied_seq = history.last_seq;
     }
 }
@@ -88,6 +98,7 @@ impl RunStates {
             state: RunState::new(&history.run.system_prompt),
             run: history.run.clone(),
             applied_seq: 0,
+            pending: HashSet::new(),
         };
         entry.apply(history);
         // What the grammar read from the system prompt, for whoever wonders why a check
@@ -120,6 +131,12 @@ impl RunStates {
         } else {
             Err(StoreError::NotFound)
         })
+    }
+
+    /// Forgets a run, so that it is loaded afresh from the store next time (after a write
+    /// whose effect the state already counted failed).
+    pub fn forget(&self, trace_id: TraceId) {
+        self.lock().remove(&trace_id);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TraceId, Arc<Mutex<RunEntry>>>> {

@@ -26,11 +26,12 @@ pub struct RecordedCheck {
     pub tool_name: String,
     /// The engine's verdict.
     pub verdict: Verdict,
-    /// The run's latest sequence number when the verdict was judged: the check is stored only
-    /// if nothing was added to the run since (otherwise `Stale`), so that a verdict never
-    /// misses an event or check another request or instance stored meanwhile, and an approval
-    /// is used once.
-    pub after_seq: u64,
+    /// With a shared database (see [`Store::shared`]): the run's latest sequence number when
+    /// the verdict was judged. The check is stored only if nothing was added to the run since
+    /// (otherwise `Stale`), so that a verdict never misses an event or check another instance
+    /// stored meanwhile, and an approval is used once. `None`: no such condition (one process
+    /// sees every write and orders checks of a run itself).
+    pub after_seq: Option<u64>,
 }
 
 /// A run and the part of its history its derived state is built from.
@@ -287,7 +288,7 @@ pub trait Store: Send + Sync {
 
     /// Stores a judged check in its run's history and returns its per-run sequence number.
     /// `NotFound` if the run does not exist in `project`; `Stale` if the run has items after
-    /// `check.after_seq`.
+    /// `check.after_seq` (when given).
     fn record_check(
         &self,
         project: &str,
@@ -379,12 +380,20 @@ pub trait Store: Send + Sync {
 
     /// Succeeds when the database answers a query.
     fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether other processes may write to this database while this one runs (several
+    /// instances on one PostgreSQL database). When false, this process sees every write, so
+    /// what it keeps in memory of a run may run ahead of the store.
+    fn shared(&self) -> bool;
 }
 
 /// One history item from its stored columns, the same for every backend: `name` is the event
-/// type of an event, the tool of a check; `schema` is an event's schema text.
+/// type of an event, the tool of a check; `schema` is an event's schema text; `id` the event's
+/// or check's id.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn history_item(
     seq: i64,
+    id: String,
     is_check: bool,
     content: &str,
     name: String,
@@ -397,6 +406,7 @@ pub(crate) fn history_item(
     if is_check {
         return HistoryItem::Check {
             seq,
+            id,
             tool: name,
             arguments: value,
             consumed_approval,

@@ -376,12 +376,7 @@ impl Store for PgStore {
         let insert = conn.stmt(INSERT_CHECK)?;
         let mut tx = conn.client.transaction()?;
         w.remember(&mut tx, project, replay.as_ref())?;
-        let seq = w.next_seq(
-            &mut tx,
-            project,
-            check.check.trace_id,
-            Some(check.after_seq),
-        )?;
+        let seq = w.next_seq(&mut tx, project, check.check.trace_id, check.after_seq)?;
         let v = &check.verdict;
         insert_check(
             &mut tx,
@@ -413,12 +408,12 @@ impl Store for PgStore {
                   WHERE trace_id = $1 AND project = $2",
             )?;
             let items = conn.stmt(
-                "SELECT seq, false, content, event_type, schema, false FROM events
+                "SELECT seq, false, content, event_type, schema, false, event_id FROM events
                   WHERE trace_id = $1 AND seq > $2 AND seq <= $3
                     AND event_type NOT IN ('model_input', 'model_output')
                  UNION ALL
                  SELECT seq, true, content, convert_from(tool_name, 'UTF8'), NULL,
-                        consumed_approval FROM checks
+                        consumed_approval, check_id FROM checks
                   WHERE trace_id = $1 AND seq > $2 AND seq <= $3
                  ORDER BY 1",
             )?;
@@ -438,7 +433,15 @@ impl Store for PgStore {
                 .iter()
                 .map(|r| {
                     let schema: Option<&str> = r.get(4);
-                    history_item(r.get(0), r.get(1), r.get(2), r.get(3), schema, r.get(5))
+                    history_item(
+                        r.get(0),
+                        r.get(6),
+                        r.get(1),
+                        r.get(2),
+                        r.get(3),
+                        schema,
+                        r.get(5),
+                    )
                 })
                 .collect();
             Ok(Some(History {
@@ -764,6 +767,11 @@ impl Store for PgStore {
 
     fn ping(&self) -> Result<(), StoreError> {
         self.with(|conn| conn.client.simple_query("SELECT 1").map(|_| ()))
+    }
+
+    /// Any number of instances may serve one database.
+    fn shared(&self) -> bool {
+        true
     }
 }
 

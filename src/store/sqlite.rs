@@ -290,11 +290,11 @@ impl Store for SqliteStore {
             // What the derived state is made of: events (approvals, where values were seen;
             // model input and output neither add nor launder trust) and checks.
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, 0, content, event_type, schema, 0 FROM events
+                "SELECT seq, 0, content, event_type, schema, 0, event_id FROM events
                   WHERE trace_id = ?1 AND seq > ?2 AND seq <= ?3
                     AND event_type NOT IN ('model_input', 'model_output')
                  UNION ALL
-                 SELECT seq, 1, content, tool_name, NULL, consumed_approval FROM checks
+                 SELECT seq, 1, content, tool_name, NULL, consumed_approval, check_id FROM checks
                   WHERE trace_id = ?1 AND seq > ?2 AND seq <= ?3
                  ORDER BY 1",
             )?;
@@ -303,6 +303,7 @@ impl Store for SqliteStore {
                     let content: String = r.get(2)?;
                     Ok(history_item(
                         r.get(0)?,
+                        r.get(6)?,
                         r.get(1)?,
                         &content,
                         r.get(3)?,
@@ -554,6 +555,11 @@ impl Store for SqliteStore {
 
     fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())))
+    }
+
+    /// One `serve` per file (`server.rs` locks it): this process sees every write.
+    fn shared(&self) -> bool {
+        false
     }
 }
 
@@ -1126,7 +1132,10 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<u64, StoreError> {
         }
         WriteOp::Check(project, rc, replay) => {
             remember(conn, project, replay.as_ref())?;
-            let seq = next_seq_after(conn, project, rc.check.trace_id, rc.after_seq)?;
+            let seq = match rc.after_seq {
+                Some(after) => next_seq_after(conn, project, rc.check.trace_id, after)?,
+                None => next_seq(conn, project, rc.check.trace_id)?,
+            };
             let findings = serde_json::to_string(&rc.verdict.findings)
                 .map_err(|e| StoreError::Other(format!("cannot serialise findings: {e}")))?;
             insert_check(
@@ -1468,7 +1477,7 @@ mod tests {
                 reasoning: "ok".into(),
                 ..Default::default()
             },
-            after_seq,
+            after_seq: Some(after_seq),
         }
     }
 
