@@ -1256,6 +1256,7 @@ fn history(items: &[Item]) -> Vec<HistoryItem> {
                     consumed_approval,
                 } => HistoryItem::Check {
                     seq,
+                    id: format!("check-{seq}"),
                     tool,
                     arguments,
                     consumed_approval,
