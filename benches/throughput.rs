@@ -99,6 +99,13 @@ fn main() {
         ceiling_server();
         return;
     }
+    if let Some(db) = std::env::args()
+        .skip_while(|a| a != STRAIGHTFORWARD[0])
+        .nth(1)
+    {
+        straightforward_server(&db);
+        return;
+    }
     let o = options();
     println!(
         "runwarden throughput benchmark: {} connections, {:.0} s per scenario, {} cores",
@@ -179,8 +186,14 @@ const fn scenario(
     }
 }
 
+/// The "flags" of the straightforward-shape server (`straightforward_server`), which this
+/// binary runs itself; `start_server` appends the database file.
+const STRAIGHTFORWARD: &[&str] = &["--straightforward-server"];
+
 /// Names the summary lines refer to.
 const SQLITE_REGISTER: &str = "register-agent-run (group commit)";
+const STRAIGHTFORWARD_REGISTER: &str =
+    "register-agent-run, straightforward shape (parse + 1 transaction behind a mutex)";
 const SQLITE_REGISTER_KEYED: &str = "register-agent-run, production key with limits";
 const PG_REGISTER: &str = "postgres: register-agent-run (1 instance)";
 const PG_REGISTER_2: &str = "postgres: register-agent-run (2 instances, one database)";
@@ -204,6 +217,13 @@ const SCENARIOS: &[Scenario] = &[
         "register-agent-run (1 write per transaction)",
         Backend::Sqlite,
         &["--write-batch", "1"],
+        0,
+        Kind::Register,
+    ),
+    scenario(
+        STRAIGHTFORWARD_REGISTER,
+        Backend::Sqlite,
+        STRAIGHTFORWARD,
         0,
         Kind::Register,
     ),
@@ -479,6 +499,11 @@ fn start_server(flags: &[&str], storage: Option<&Storage>) -> ServerProcess {
             cmd.arg("--ceiling-server");
             cmd
         }
+        Some(Storage::Sqlite(dir)) if flags == STRAIGHTFORWARD => {
+            let mut cmd = Command::new(std::env::current_exe().expect("own path"));
+            cmd.args(flags).arg(dir.0.join("rw.db"));
+            cmd
+        }
         Some(storage) => {
             let mut cmd = storage.command(&["serve", "--addr", "127.0.0.1:0"]);
             cmd.args(flags);
@@ -526,6 +551,77 @@ fn ceiling_server() {
         let mut sink = Vec::new();
         let _ = req.as_reader().read_to_end(&mut sink);
         let _ = req.respond(tiny_http::Response::from_data(body).with_header(header.clone()));
+    }
+}
+
+/// The shape issue 3 measured as "a straightforward service", as the baseline of group commit:
+/// 16 worker threads, each parses the JSON body and inserts the run in its own transaction on
+/// one shared connection behind a mutex (WAL, `synchronous=FULL`, SQLite's default
+/// checkpoints), then answers. No runwarden code: only the shape.
+fn straightforward_server(db: &str) {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+         CREATE TABLE runs (trace_id TEXT PRIMARY KEY, agent_id TEXT NOT NULL,
+             started_at TEXT NOT NULL, system_prompt TEXT NOT NULL, received_at TEXT NOT NULL);",
+    )
+    .expect("schema");
+    let conn = Arc::new(std::sync::Mutex::new(conn));
+    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind"));
+    let addr = server.server_addr().to_ip().expect("ip");
+    let _nudger = runwarden::nudge::Nudger::start(addr).expect("nudger");
+    println!("straightforward listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+    let header = tiny_http::Header::from_bytes("Content-Type", "application/json").expect("header");
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (server, conn, header) = (Arc::clone(&server), Arc::clone(&conn), header.clone());
+            std::thread::spawn(move || {
+                while let Ok(mut req) = server.recv() {
+                    let mut body = Vec::new();
+                    let _ = req.as_reader().read_to_end(&mut body);
+                    let (status, answer) = match serde_json::from_slice::<Value>(&body) {
+                        Ok(v) => {
+                            let id = uuid::Uuid::new_v4().to_string();
+                            let now = runwarden::domain::time::format_millis_utc(
+                                time::OffsetDateTime::now_utc(),
+                            );
+                            let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+                            let c = conn.lock().unwrap_or_else(|e| e.into_inner());
+                            let stored = c
+                                .execute_batch("BEGIN IMMEDIATE")
+                                .and_then(|()| {
+                                    c.execute(
+                                        "INSERT INTO runs VALUES (?1, ?2, ?3, ?4, ?5)",
+                                        (
+                                            &id,
+                                            field("agent_id"),
+                                            field("timestamp"),
+                                            field("system_prompt"),
+                                            &now,
+                                        ),
+                                    )
+                                })
+                                .and_then(|_| c.execute_batch("COMMIT"));
+                            drop(c);
+                            match stored {
+                                Ok(()) => (200, json!({"trace_id": id, "timestamp": now})),
+                                Err(e) => (503, json!({"error": e.to_string()})),
+                            }
+                        }
+                        Err(e) => (400, json!({"error": e.to_string()})),
+                    };
+                    let _ = req.respond(
+                        tiny_http::Response::from_data(answer.to_string())
+                            .with_status_code(status)
+                            .with_header(header.clone()),
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
     }
 }
 
@@ -954,6 +1050,12 @@ fn print_table(rows: &[Row], o: &Options) {
             "register-agent-run: group commit / one transaction per write = {:.1}x",
             g.throughput() / one.throughput()
         );
+        if let Some(plain) = find(STRAIGHTFORWARD_REGISTER) {
+            println!(
+                "register-agent-run: group commit / straightforward shape = {:.1}x",
+                g.throughput() / plain.throughput()
+            );
+        }
     }
     if let (Some(small), Some(big)) = (
         find("check, run of 10 events"),

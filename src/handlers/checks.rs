@@ -74,29 +74,43 @@ pub fn check(app: &App, call: &Call<'_>) -> Result<Reply, ApiError> {
     };
     if !app.store.shared() {
         // One process sees every write. Under the run's lock: catch up with what was stored
-        // since, judge, and count the check in the state (two checks of one run see each other:
-        // an approval is used once, repetitions count); write after releasing it, so that
-        // checks of one run still share a group commit.
+        // since (only when an event may be new), judge, and count the check in the state (two
+        // checks of one run see each other: an approval is used once, repetitions count);
+        // write after releasing it, so that checks of one run still share a group commit.
+        let check_id = recorded.check.check_id.to_string();
         {
             let mut guard = entry.lock().unwrap_or_else(|p| p.into_inner());
             let e = &mut *guard;
-            e.catch_up(app.store.as_ref(), trace_id)
-                .map_err(not_found)?;
+            if e.dirty || e.pending.len() >= MAX_PENDING {
+                e.catch_up(app.store.as_ref(), trace_id)
+                    .map_err(not_found)?;
+                e.dirty = false;
+            }
             recorded.verdict = judge(e, &recorded);
             e.state.on_check(
                 &recorded.tool_name,
                 &recorded.check.content.value,
                 recorded.verdict.consumed_approval,
             );
-            e.pending.insert(recorded.check.check_id.to_string());
+            e.pending.insert(check_id.clone());
         }
         let body = answer(&recorded)?;
         let replay = call.replay(200, &body);
         app.metrics.check(&recorded.verdict);
-        if let Err(e) = app.store.record_check(project, recorded, replay) {
-            // The state counted a check that is not stored: load it afresh next time.
-            app.states.forget(trace_id);
-            return Err(not_found(e));
+        match app.store.record_check(project, recorded, replay) {
+            Ok(seq) => {
+                // The number right after what the state has seen: the state is up to date
+                // with it, no catch-up needs to meet it.
+                let mut e = entry.lock().unwrap_or_else(|p| p.into_inner());
+                if seq == e.applied_seq + 1 && e.pending.remove(&check_id) {
+                    e.applied_seq = seq;
+                }
+            }
+            Err(e) => {
+                // The state counted a check that is not stored: load it afresh next time.
+                app.states.forget(trace_id);
+                return Err(not_found(e));
+            }
         }
         return Ok(reply(body));
     }
@@ -132,6 +146,10 @@ pub fn check(app: &App, call: &Call<'_>) -> Result<Reply, ApiError> {
     // The run kept changing: 503, the client retries.
     Err(StoreError::Stale.into())
 }
+
+/// Pending checks (applied to a run's state, not yet met by a catch-up) after which a check
+/// catches up to forget them (one process per database).
+const MAX_PENDING: usize = 256;
 
 /// How many times a check is judged again because its run changed before it was stored.
 const MAX_ATTEMPTS: usize = 8;

@@ -34,11 +34,17 @@ pub fn log_event(app: &App, call: &Call<'_>) -> Result<Reply, ApiError> {
     )?;
     let replay = call.replay(answer.status, &answer.body);
     // The run's derived state reads the event from the store at its next check.
+    let trace_id = event.trace_id;
     match app
         .store
         .append_event(&call.principal.project, event, replay)
     {
-        Ok(_) => Ok(answer),
+        Ok(_) => {
+            if !app.store.shared() {
+                app.states.note_event(trace_id);
+            }
+            Ok(answer)
+        }
         Err(StoreError::NotFound) => Err(ApiError::trace_not_found()),
         Err(e) => Err(e.into()),
     }

@@ -33,6 +33,10 @@ pub struct RunEntry {
     /// Checks already applied to `state` whose write may not be stored yet (one process per
     /// database only, see `checks.rs`): a catch-up that meets one skips it.
     pub pending: HashSet<String>,
+    /// One process per database only: whether something this state has not seen may have been
+    /// stored (an event, or anything before the entry was in memory), so that the next check
+    /// must catch up. With a shared database every check catches up.
+    pub dirty: bool,
 }
 
 impl RunEntry {
@@ -99,6 +103,9 @@ impl RunStates {
             run: history.run.clone(),
             applied_seq: 0,
             pending: HashSet::new(),
+            // An event stored between the history's read and the entry's insertion below
+            // found no entry to mark: the first check catches up.
+            dirty: true,
         };
         entry.apply(history);
         // What the grammar read from the system prompt, for whoever wonders why a check
@@ -131,6 +138,15 @@ impl RunStates {
         } else {
             Err(StoreError::NotFound)
         })
+    }
+
+    /// Notes that an event of the run was stored (one process per database): its next check
+    /// catches up. Nothing to do for a run not in memory: it is loaded with the event.
+    pub fn note_event(&self, trace_id: TraceId) {
+        let entry = self.lock().get(&trace_id).cloned();
+        if let Some(entry) = entry {
+            entry.lock().unwrap_or_else(|p| p.into_inner()).dirty = true;
+        }
     }
 
     /// Forgets a run, so that it is loaded afresh from the store next time (after a write
