@@ -96,5 +96,7 @@ CREATE TABLE rate_limits (
     minute_index BIGINT  NOT NULL DEFAULT 0,
     minute_count INTEGER NOT NULL DEFAULT 0,
     hour_index   BIGINT  NOT NULL DEFAULT 0,
-    hour_count   INTEGER NOT NULL DEFAULT 0
+    hour_count   INTEGER NOT NULL DEFAULT 0,
+    -- whether the latest request counted was allowed (returned by the counting statement)
+    last_allowed BOOLEAN NOT NULL DEFAULT true
 );

@@ -133,6 +133,9 @@ impl r2d2::HandleError<postgres::Error> for PoolErrors {
 /// The PostgreSQL store. Dropping it stops its purger and closes its connections.
 pub struct PgStore {
     pool: r2d2::Pool<Manager>,
+    /// Connections for the rate-limit counters only, whose sessions commit without waiting
+    /// for the WAL flush (see [`PgStore::rate_limit`]).
+    counters: r2d2::Pool<Manager>,
     purger: Option<(Sender<()>, JoinHandle<()>)>,
 }
 
@@ -153,16 +156,23 @@ impl PgStore {
             .map_err(|e| format!("cannot connect to the database {shown}: {e}"))?;
         migrate(&mut client).map_err(|e| format!("database {shown}: {e}"))?;
         drop(client);
-        let pool = r2d2::Pool::builder()
-            .max_size(options.pool_size.max(1))
-            .min_idle(Some(0))
-            .connection_timeout(POOL_WAIT)
-            .error_handler(Box::new(PoolErrors))
-            .build_unchecked(Manager { config });
+        let pool_of = |config: postgres::Config| {
+            r2d2::Pool::builder()
+                .max_size(options.pool_size.max(1))
+                .min_idle(Some(0))
+                .connection_timeout(POOL_WAIT)
+                .error_handler(Box::new(PoolErrors))
+                .build_unchecked(Manager { config })
+        };
+        let mut counter_config = config.clone();
+        counter_config.options("-c synchronous_commit=off");
+        let pool = pool_of(config);
+        let counters = pool_of(counter_config);
         let purger = start_purger(pool.clone(), options.idempotency_ttl)
             .map_err(|e| format!("cannot start the purger: {e}"))?;
         Ok(PgStore {
             pool,
+            counters,
             purger: Some(purger),
         })
     }
@@ -218,6 +228,35 @@ const REMEMBER: &str = "INSERT INTO idempotency
 const NEXT_SEQ: &str = "UPDATE runs SET last_seq = last_seq + 1
     WHERE trace_id = $1 AND project = $2 AND ($3::BIGINT IS NULL OR last_seq = $3)
     RETURNING last_seq";
+
+/// Decides and counts one request of a key ($1) in the minute ($2) and hour ($3) windows under
+/// the limits $4 and $5 (NULL: none); returns the counters after it and whether it was allowed.
+const COUNT_REQUEST: &str = "INSERT INTO rate_limits AS r
+        (key_id, minute_index, minute_count, hour_index, hour_count, last_allowed)
+    VALUES ($1, $2, CASE WHEN $4::INT IS NULL THEN 0 ELSE 1 END,
+            $3, CASE WHEN $5::INT IS NULL THEN 0 ELSE 1 END, true)
+    ON CONFLICT (key_id) DO UPDATE SET
+        minute_index = CASE WHEN $4::INT IS NULL THEN r.minute_index ELSE $2 END,
+        hour_index = CASE WHEN $5::INT IS NULL THEN r.hour_index ELSE $3 END,
+        minute_count = CASE WHEN $4::INT IS NULL THEN r.minute_count
+            ELSE (CASE WHEN r.minute_index = $2 THEN r.minute_count ELSE 0 END)
+               + (CASE WHEN ($4::INT IS NULL
+                             OR (CASE WHEN r.minute_index = $2 THEN r.minute_count ELSE 0 END) < $4)
+                        AND ($5::INT IS NULL
+                             OR (CASE WHEN r.hour_index = $3 THEN r.hour_count ELSE 0 END) < $5)
+                       THEN 1 ELSE 0 END) END,
+        hour_count = CASE WHEN $5::INT IS NULL THEN r.hour_count
+            ELSE (CASE WHEN r.hour_index = $3 THEN r.hour_count ELSE 0 END)
+               + (CASE WHEN ($4::INT IS NULL
+                             OR (CASE WHEN r.minute_index = $2 THEN r.minute_count ELSE 0 END) < $4)
+                        AND ($5::INT IS NULL
+                             OR (CASE WHEN r.hour_index = $3 THEN r.hour_count ELSE 0 END) < $5)
+                       THEN 1 ELSE 0 END) END,
+        last_allowed = ($4::INT IS NULL
+                        OR (CASE WHEN r.minute_index = $2 THEN r.minute_count ELSE 0 END) < $4)
+                   AND ($5::INT IS NULL
+                        OR (CASE WHEN r.hour_index = $3 THEN r.hour_count ELSE 0 END) < $5)
+    RETURNING minute_index, minute_count, hour_index, hour_count, last_allowed";
 
 const RUN_EXISTS: &str = "SELECT 1 FROM runs WHERE trace_id = $1 AND project = $2";
 
@@ -453,11 +492,15 @@ impl Store for PgStore {
         .ok_or(StoreError::NotFound)
     }
 
-    /// Counters shared by every instance, in the `rate_limits` row of the key, locked for the
-    /// decision ([`KeyWindows::decide`], the same as in memory). The transaction commits
-    /// without waiting for its WAL flush (`synchronous_commit = off`): a database crash may
-    /// forget the last fraction of a second of counts, which costs nothing a client could
-    /// exploit, and each request is spared a disk flush.
+    /// Counters shared by every instance, in the `rate_limits` row of the key. One statement
+    /// decides and counts (the row is locked only while it runs, so one key's requests queue
+    /// for microseconds, not for a transaction's round trips): a window's count is reset when
+    /// a new window began, and both counts go up only if every limited window has room, as
+    /// [`KeyWindows::decide`] does in memory; the headers are then computed by that same
+    /// function. The statement runs on connections whose sessions commit without waiting for
+    /// the WAL flush (`synchronous_commit = off`): a database crash may forget the last
+    /// fraction of a second of counts, which costs nothing a client could exploit, and each
+    /// request is spared a disk flush.
     fn rate_limit(
         &self,
         key_id: &str,
@@ -467,40 +510,34 @@ impl Store for PgStore {
         if limits.per_minute.is_none() && limits.per_hour.is_none() {
             return Ok(None);
         }
-        let mut conn = self.conn()?;
-        let lock = conn.stmt(
-            "INSERT INTO rate_limits (key_id) VALUES ($1)
-             ON CONFLICT (key_id) DO UPDATE SET key_id = excluded.key_id
-             RETURNING minute_index, minute_count, hour_index, hour_count",
+        let mut conn = self
+            .counters
+            .get()
+            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+        let count = conn.stmt(COUNT_REQUEST)?;
+        let (minute, hour) = ((now_secs / 60) as i64, (now_secs / 3600) as i64);
+        let limit = |l: Option<u32>| l.map(|n| n.min(i32::MAX as u32) as i32);
+        let row = conn.client.query_one(
+            &count,
+            &[
+                &key_id,
+                &minute,
+                &hour,
+                &limit(limits.per_minute),
+                &limit(limits.per_hour),
+            ],
         )?;
-        let update = conn.stmt(
-            "UPDATE rate_limits SET minute_index = $2, minute_count = $3,
-                    hour_index = $4, hour_count = $5
-              WHERE key_id = $1",
-        )?;
-        let mut tx = conn.client.transaction()?;
-        tx.batch_execute("SET LOCAL synchronous_commit = off")?;
-        let row = tx.query_one(&lock, &[&key_id])?;
-        let before = KeyWindows {
-            minute: window(row.get(0), row.get(1)),
-            hour: window(row.get(2), row.get(3)),
+        let allowed: bool = row.get(4);
+        // The counters before this request, for the pure decision (which counts it again).
+        let before = |index: i64, count: i32, limited: bool| Window {
+            index: index.max(0) as u64,
+            count: (count - i32::from(allowed && limited)).max(0) as u32,
         };
-        let mut after = before;
-        let decision = after.decide(limits, now_secs);
-        if after != before {
-            tx.execute(
-                &update,
-                &[
-                    &key_id,
-                    &(after.minute.index as i64),
-                    &(after.minute.count as i32),
-                    &(after.hour.index as i64),
-                    &(after.hour.count as i32),
-                ],
-            )?;
-        }
-        tx.commit()?;
-        Ok(decision)
+        let mut windows = KeyWindows {
+            minute: before(row.get(0), row.get(1), limits.per_minute.is_some()),
+            hour: before(row.get(2), row.get(3), limits.per_hour.is_some()),
+        };
+        Ok(windows.decide(limits, now_secs))
     }
 
     fn replay(
@@ -913,13 +950,6 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn window(index: i64, count: i32) -> Window {
-    Window {
-        index: index.max(0) as u64,
-        count: count.max(0) as u32,
-    }
-}
-
 fn run_from_row(r: &Row) -> RunRecord {
     let count = |i: usize| r.get::<_, i64>(i).max(0) as u64;
     RunRecord {
@@ -1260,6 +1290,23 @@ mod tests {
                 .is_some_and(|d| d.allowed)
         );
         assert_eq!(a.rate_limit("key_y", Limits::new(None, None), now)?, None);
+        Ok(())
+    }
+
+    #[test]
+    fn the_counting_statement_decides_as_the_memory_limiter_does() -> Result<(), StoreError> {
+        let Some(url) = fresh_database() else {
+            return Ok(());
+        };
+        let store = PgStore::open(&PgOptions::new(url)).map_err(StoreError::Other)?;
+        let memory = crate::ratelimit::RateLimiter::default();
+        // Minute and hour limits together; refused requests have no effect; windows roll.
+        let limits = Limits::new(Some(2), Some(3));
+        let start = 1_700_000_040; // a minute boundary, 40 s into an hour window
+        for t in [0, 1, 2, 3, 61, 62, 63, 121, 3_560, 3_561, 3_562, 3_563] {
+            let shared = store.rate_limit("k", limits, start + t)?;
+            assert_eq!(shared, memory.check("k", limits, start + t), "at +{t} s");
+        }
         Ok(())
     }
 }
