@@ -153,7 +153,7 @@ impl PgStore {
             .application_name("runwarden");
         let mut client = config
             .connect(NoTls)
-            .map_err(|e| format!("cannot connect to the database {shown}: {e}"))?;
+            .map_err(|e| format!("cannot connect to the database {shown}: {}", describe(&e)))?;
         migrate(&mut client).map_err(|e| format!("database {shown}: {e}"))?;
         drop(client);
         let pool_of = |config: postgres::Config| {
@@ -999,7 +999,7 @@ fn unix_millis(t: time::OffsetDateTime) -> i64 {
 pub fn migrate(client: &mut Client) -> Result<(), String> {
     let steps = migrations("schema.postgres.sql", SCHEMA_SQL)?;
     let known = steps.len() as i32;
-    let fail = |e: postgres::Error| format!("cannot apply the schema: {e}");
+    let fail = |e: postgres::Error| format!("cannot apply the schema: {}", describe(&e));
     let mut tx = client.transaction().map_err(fail)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(fail)?;
@@ -1111,11 +1111,27 @@ fn redact_query_password(tail: &str) -> String {
     format!("{path}?{query}")
 }
 
+/// An error with its causes ("db error" alone says nothing; the server's message, or the I/O
+/// error under "error connecting to server", does).
+fn describe(err: &postgres::Error) -> String {
+    if let Some(db) = err.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
+    }
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 impl From<postgres::Error> for StoreError {
     fn from(err: postgres::Error) -> Self {
         let Some(code) = err.code() else {
             // No SQLSTATE: the connection failed or closed (I/O, timeout, protocol).
-            return StoreError::Unavailable(err.to_string());
+            return StoreError::Unavailable(describe(&err));
         };
         if *code == SqlState::UNIQUE_VIOLATION {
             return StoreError::Conflict;
@@ -1126,9 +1142,9 @@ impl From<postgres::Error> for StoreError {
             || *code == SqlState::LOCK_NOT_AVAILABLE
             || err.is_closed();
         if retryable {
-            StoreError::Unavailable(err.to_string())
+            StoreError::Unavailable(describe(&err))
         } else {
-            StoreError::Other(err.to_string())
+            StoreError::Other(describe(&err))
         }
     }
 }
