@@ -44,6 +44,9 @@ pub const SCHEMA_SQL: &str = include_str!("../../schema.postgres.sql");
 /// before it gets 503.
 const POOL_WAIT: Duration = Duration::from_secs(2);
 
+/// The most connections an instance opens for rate-limit counters (besides `pool_size`).
+const COUNTER_CONNECTIONS: u32 = 4;
+
 /// How long opening a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -156,9 +159,9 @@ impl PgStore {
             .map_err(|e| format!("cannot connect to the database {shown}: {}", describe(&e)))?;
         migrate(&mut client).map_err(|e| format!("database {shown}: {e}"))?;
         drop(client);
-        let pool_of = |config: postgres::Config| {
+        let pool_of = |config: postgres::Config, size: u32| {
             r2d2::Pool::builder()
-                .max_size(options.pool_size.max(1))
+                .max_size(size.max(1))
                 .min_idle(Some(0))
                 .connection_timeout(POOL_WAIT)
                 .error_handler(Box::new(PoolErrors))
@@ -166,8 +169,9 @@ impl PgStore {
         };
         let mut counter_config = config.clone();
         counter_config.options("-c synchronous_commit=off");
-        let pool = pool_of(config);
-        let counters = pool_of(counter_config);
+        let pool = pool_of(config, options.pool_size);
+        // The counting statement takes microseconds: a few connections serve every worker.
+        let counters = pool_of(counter_config, options.pool_size.min(COUNTER_CONNECTIONS));
         let purger = start_purger(pool.clone(), options.idempotency_ttl)
             .map_err(|e| format!("cannot start the purger: {e}"))?;
         Ok(PgStore {
