@@ -119,9 +119,9 @@ pub struct RunState {
     trusted_text: String,
     /// The text of injected spans, lowercased (at most [`MAX_TEXT`] bytes).
     injected_text: String,
-    /// The words of untrusted texts without injected instructions, lowercased (at most
-    /// [`MAX_VALUES`]).
-    clean_words: HashSet<String>,
+    /// The words of untrusted text outside injected instructions, lowercased (at most
+    /// [`MAX_VALUES`]): free text the data itself holds, not only the injection.
+    plain_words: HashSet<String>,
 }
 
 /// One stored item of a run's history, as the rebuild needs it.
@@ -251,15 +251,22 @@ impl RunState {
         if hidden {
             keep_text(&mut self.injected_text, &revealed);
         }
-        if clean {
-            for word in words(text) {
-                if self.clean_words.len() >= MAX_VALUES {
-                    break;
-                }
-                if !self.clean_words.contains(word.as_str()) {
-                    self.clean_words.insert(word);
+        // The text outside the injected spans: the data itself (an e-mail's subject, a listing).
+        let mut from = 0;
+        let mut ordered = spans.clone();
+        ordered.sort_unstable();
+        for (s, e) in ordered.into_iter().chain([(text.len(), text.len())]) {
+            if s > from {
+                for word in words(&text[from..s]) {
+                    if self.plain_words.len() >= MAX_VALUES {
+                        break;
+                    }
+                    if !self.plain_words.contains(word.as_str()) {
+                        self.plain_words.insert(word);
+                    }
                 }
             }
+            from = from.max(e);
         }
         for found in values::extract(text) {
             let injected = spans
@@ -300,8 +307,10 @@ impl RunState {
 
     /// Where a free-text value (a name, a password, a channel: a short argument string with no
     /// value of `values.rs` in it) was seen, by whole-word match: `trusted` in trusted text,
-    /// `injected` inside injected instructions, `clean` when each of its words occurs in
-    /// untrusted data without injected instructions. `untrusted` is not followed for free text.
+    /// `injected` inside injected instructions, `clean` when each of its words also occurs in
+    /// untrusted data outside injected instructions (the data's own text: a reply's subject
+    /// copied from the e-mail that carried the injection is not the injection's choice).
+    /// `untrusted` is not followed for free text.
     pub fn text_seen(&self, value: &str) -> Seen {
         let v = value.trim().to_lowercase();
         if v.is_empty() {
@@ -312,7 +321,7 @@ impl RunState {
             trusted: contains_phrase(&self.trusted_text, &v),
             untrusted: false,
             injected: contains_phrase(&self.injected_text, &v),
-            clean: !ws.is_empty() && ws.iter().all(|w| self.clean_words.contains(w)),
+            clean: !ws.is_empty() && ws.iter().all(|w| self.plain_words.contains(w)),
         }
     }
 
