@@ -172,3 +172,127 @@ fn evict(runs: &mut HashMap<TraceId, Arc<Mutex<RunEntry>>>) {
         runs.remove(&id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::domain::event::{EventType, JsonField, JsonForm, NewCheck, NewEvent, NewRun};
+    use crate::domain::ids::AgentId;
+    use crate::engine::Verdict;
+    use crate::store::RecordedCheck;
+    use crate::store::sqlite::{SqliteOptions, SqliteStore};
+
+    const P: &str = "p";
+
+    fn field(value: serde_json::Value) -> JsonField {
+        JsonField {
+            text: value.to_string(),
+            form: JsonForm::Json,
+            value,
+        }
+    }
+
+    fn store(name: &str) -> SqliteStore {
+        let dir = std::env::temp_dir().join(format!("rw-states-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        SqliteStore::open(&SqliteOptions::new(dir.join("rw.db"))).expect("open")
+    }
+
+    fn new_run(store: &SqliteStore) -> TraceId {
+        let trace_id = TraceId::new_random();
+        let run = NewRun {
+            trace_id,
+            client_chose_id: true,
+            agent_id: AgentId::parse("a".into()).expect("agent"),
+            started_at: "2024-01-15T14:30:45Z".into(),
+            system_prompt: "p".into(),
+            received_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        store.insert_run(P, run, None).expect("run");
+        trace_id
+    }
+
+    fn check(trace_id: TraceId) -> RecordedCheck {
+        RecordedCheck {
+            check: NewCheck {
+                check_id: uuid::Uuid::new_v4(),
+                trace_id,
+                occurred_at: 1.0,
+                received_at: OffsetDateTime::UNIX_EPOCH,
+                content: field(json!({"to": "bob"})),
+                schema: field(json!({})),
+            },
+            tool_name: "send".into(),
+            verdict: Verdict {
+                is_safe: true,
+                reasoning: "ok".into(),
+                ..Verdict::default()
+            },
+            after_seq: None,
+        }
+    }
+
+    /// A check counted in memory before its write (one process per database) is not counted
+    /// again when a catch-up reads its row: the run's repetitions stay exact.
+    #[test]
+    fn a_check_counted_before_its_write_is_not_counted_again_by_a_catch_up() {
+        let store = store("pending");
+        let trace_id = new_run(&store);
+        let states = RunStates::default();
+        let entry = states
+            .get(&store, &Policy::default(), P, trace_id)
+            .expect("entry");
+        let c = check(trace_id);
+        let args = c.check.content.value.clone();
+        {
+            let mut e = entry.lock().expect("lock");
+            e.state.on_check("send", &args, false);
+            e.pending.insert(c.check.check_id.to_string());
+        }
+        // The write lands, and an event after it, before the check's own bookkeeping ran.
+        assert_eq!(store.record_check(P, c, None).expect("check"), 1);
+        let event = NewEvent {
+            event_id: uuid::Uuid::new_v4(),
+            trace_id,
+            event_type: EventType::User,
+            occurred_at: 1.0,
+            received_at: OffsetDateTime::UNIX_EPOCH,
+            content: field(json!({"message": "hi"})),
+            schema: field(json!({})),
+        };
+        assert_eq!(store.append_event(P, event, None).expect("event"), 2);
+        states.note_event(trace_id);
+        let mut e = entry.lock().expect("lock");
+        assert!(e.dirty);
+        e.catch_up(&store, trace_id).expect("catch up");
+        assert_eq!(e.applied_seq, 2);
+        assert!(e.pending.is_empty(), "the catch-up met the pending check");
+        assert_eq!(e.state.repeats("send", &args), 1, "counted once");
+    }
+
+    /// A run loaded from the store reflects its whole history, and an entry of another
+    /// project is not found.
+    #[test]
+    fn a_loaded_run_has_its_history_and_stays_in_its_project() {
+        let store = store("load");
+        let trace_id = new_run(&store);
+        store.record_check(P, check(trace_id), None).expect("check");
+        let states = RunStates::default();
+        let entry = states
+            .get(&store, &Policy::default(), P, trace_id)
+            .expect("entry");
+        {
+            let e = entry.lock().expect("lock");
+            assert_eq!(e.applied_seq, 1);
+            assert_eq!(e.state.repeats("send", &json!({"to": "bob"})), 1);
+        }
+        assert!(matches!(
+            states.get(&store, &Policy::default(), "other", trace_id),
+            Err(StoreError::NotFound)
+        ));
+    }
+}
