@@ -120,6 +120,7 @@ impl Server {
                     url: url.clone(),
                     pool_size: u32::try_from(config.threads + 1).unwrap_or(u32::MAX),
                     idempotency_ttl: config.idempotency_ttl,
+                    lock_timeout: config.busy_timeout,
                 })?;
                 (Arc::new(store), None, None)
             }

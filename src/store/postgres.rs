@@ -65,6 +65,9 @@ pub struct PgOptions {
     pub pool_size: u32,
     /// How long `Idempotency-Key` answers are kept.
     pub idempotency_ttl: Duration,
+    /// How long a statement waits for a lock another transaction holds (PostgreSQL's
+    /// `lock_timeout`) before the request gets 503; `serve --busy-timeout-ms`.
+    pub lock_timeout: Duration,
 }
 
 impl PgOptions {
@@ -74,6 +77,7 @@ impl PgOptions {
             url: url.into(),
             pool_size: 2,
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            lock_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -167,8 +171,19 @@ impl PgStore {
                 .error_handler(Box::new(PoolErrors))
                 .build_unchecked(Manager { config })
         };
+        // A request stuck behind another instance's row lock answers 503 in time, as a SQLite
+        // write does behind another process's lock. Added to the URL's own `options`, if any.
+        let own = config
+            .get_options()
+            .map(|o| format!("{o} "))
+            .unwrap_or_default();
+        let lock = format!(
+            "-c lock_timeout={}",
+            options.lock_timeout.as_millis().max(1)
+        );
         let mut counter_config = config.clone();
-        counter_config.options("-c synchronous_commit=off");
+        config.options(&format!("{own}{lock}"));
+        counter_config.options(&format!("{own}{lock} -c synchronous_commit=off"));
         let pool = pool_of(config, options.pool_size);
         // The counting statement takes microseconds: a few connections serve every worker.
         let counters = pool_of(counter_config, options.pool_size.min(COUNTER_CONNECTIONS));

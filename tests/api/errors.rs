@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Resp, TestApp, database_of, head_end, parse_response, skip_on_postgres, transfer_check,
-    user_event,
+    Resp, Storage, TestApp, count_rows, database_of, head_end, parse_response, pg_connect,
+    skip_on_postgres, skip_without_postgres, transfer_check, user_event,
 };
 
 const ROUTES: [&str; 3] = ["/v1/register-agent-run", "/v1/event", "/v1/check"];
@@ -673,7 +673,7 @@ fn a_broken_database_is_an_internal_error_that_leaks_nothing_and_the_server_keep
 #[test]
 fn a_write_lock_held_past_the_busy_timeout_is_storage_unavailable_until_released() {
     if skip_on_postgres(
-        "holds SQLite's write lock against --busy-timeout-ms; a stopped PostgreSQL: instances.rs",
+        "holds SQLite's write lock; the PostgreSQL form holds a run's row lock (next test)",
     ) {
         return;
     }
@@ -721,6 +721,52 @@ fn a_write_lock_held_past_the_busy_timeout_is_storage_unavailable_until_released
         released.text()
     );
     assert_eq!(released.json()["trace_id"], json!(trace_id));
+}
+
+/// PostgreSQL: a run's row locked by another transaction (another instance appending to it,
+/// or an operator's session) makes an event wait at most `--busy-timeout-ms`
+/// (`lock_timeout`), then 503; once the lock is gone, the same event is stored.
+#[test]
+fn a_row_lock_held_past_the_busy_timeout_is_storage_unavailable_until_released() {
+    if skip_without_postgres() {
+        return;
+    }
+    // Arrange
+    let app = TestApp::spawn_with(&["--busy-timeout-ms", "200"]);
+    let Storage::Postgres(url) = &app.storage else {
+        panic!("a PostgreSQL database was expected");
+    };
+    let trace_id = app.new_run();
+    let mut locker = pg_connect(url);
+    let mut tx = locker.transaction().expect("begin");
+    tx.execute(
+        "SELECT 1 FROM runs WHERE trace_id = $1 FOR UPDATE",
+        &[&trace_id],
+    )
+    .expect("lock the run's row");
+
+    // Act
+    let started = std::time::Instant::now();
+    let locked = app.event(&user_event(&trace_id));
+    let waited = started.elapsed();
+    tx.rollback().expect("release the lock");
+    let released = app.event(&user_event(&trace_id));
+
+    // Assert
+    let why = "an event while another transaction holds its run's row";
+    locked.assert_error(503, "STORAGE_UNAVAILABLE", None, why);
+    assert!(locked.header("Retry-After").is_some(), "{why}: Retry-After");
+    assert!(
+        waited < Duration::from_secs(3),
+        "{why}: answered after {waited:?}"
+    );
+    assert_eq!(
+        released.status,
+        200,
+        "after the release: {}",
+        released.text()
+    );
+    assert_eq!(count_rows(&app, "events"), 1, "the 503 stored nothing");
 }
 
 #[test]
