@@ -450,3 +450,16 @@ pub(crate) fn migrations(file: &str, sql: &str) -> Result<Vec<(u32, String)>, St
     }
     Ok(out)
 }
+
+/// A scope as query parameters: the project, and whether every project is visible.
+pub(crate) fn scope_params<'a>(scope: Scope<'a>) -> (&'a str, bool) {
+    match scope {
+        Scope::Project(p) => (p, false),
+        Scope::All => ("", true),
+    }
+}
+
+/// Unix milliseconds of `t`, as stored.
+pub(crate) fn unix_millis(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}

@@ -28,7 +28,7 @@ use postgres::{Client, NoTls, Row, Statement};
 use super::{
     CheckRecord, EventRecord, History, ImportOutcome, ImportedItem, ImportedRun, Page,
     RecordedCheck, Replay, RunRecord, Scope, Store, StoreError, StoredJson, StoredReplay,
-    history_item, migrations,
+    history_item, migrations, scope_params, unix_millis,
 };
 use crate::auth::{ApiKey, KeyType, Limits};
 use crate::domain::event::{NewCheck, NewEvent, NewRun};
@@ -1000,17 +1000,6 @@ fn key_from_row(r: &Row) -> Result<ApiKey, StoreError> {
         last_used_at: r.get(7),
         revoked_at: r.get(8),
     })
-}
-
-fn scope_params<'a>(scope: Scope<'a>) -> (&'a str, bool) {
-    match scope {
-        Scope::Project(p) => (p, false),
-        Scope::All => ("", true),
-    }
-}
-
-fn unix_millis(t: time::OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Brings the database to the newest version of `schema.postgres.sql`, forward only, in one

@@ -23,7 +23,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use super::{
     CheckRecord, EventRecord, History, ImportOutcome, ImportedItem, ImportedRun, Page,
     RecordedCheck, Replay, RunRecord, Scope, Store, StoreError, StoredJson, StoredReplay,
-    history_item, migrations,
+    history_item, migrations, scope_params, unix_millis,
 };
 use crate::auth::{ApiKey, KeyType, Limits};
 use crate::domain::event::{NewCheck, NewEvent, NewRun};
@@ -585,13 +585,6 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
 }
 
 /// (project, every project?) as query parameters.
-fn scope_params<'a>(scope: Scope<'a>) -> (&'a str, bool) {
-    match scope {
-        Scope::Project(p) => (p, false),
-        Scope::All => ("", true),
-    }
-}
-
 const KEY_COLUMNS: &str =
     "id, project, key_type, name, rpm, rph, created_at, last_used_at, revoked_at";
 
@@ -1371,10 +1364,6 @@ fn next_seq_after(
     } else {
         StoreError::NotFound
     })
-}
-
-fn unix_millis(t: time::OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 #[cfg(test)]
