@@ -746,7 +746,7 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     )?;
     out.flush()?;
     drop(out);
-    server.run();
+    server.run()?;
     log::info!("runwarden stopped; database closed");
     Ok(())
 }

@@ -73,6 +73,17 @@ impl Nudger {
     /// Starts nudging the server that listens on `addr` (an unspecified address is reached
     /// through loopback).
     pub fn start(addr: SocketAddr) -> std::io::Result<Nudger> {
+        Self::watching(addr, || {})
+    }
+
+    /// Like [`Nudger::start`], and calls `listener_lost` once if the server's address refuses
+    /// connections [`REFUSALS`] times in a row: tiny_http's accept thread has ended (it panics
+    /// or stops when it cannot get a file descriptor or a thread, e.g. with too many open
+    /// connections) and nothing will ever accept again.
+    pub fn watching(
+        addr: SocketAddr,
+        listener_lost: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<Nudger> {
         let target = match addr.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => {
                 SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
@@ -90,7 +101,7 @@ impl Nudger {
         let inner = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("rw-nudge".into())
-            .spawn(move || nudge_loop(target, &inner))?;
+            .spawn(move || nudge_loop(target, &inner, listener_lost))?;
         Ok(Nudger { shared, thread })
     }
 
@@ -110,8 +121,14 @@ impl Nudger {
     }
 }
 
-fn nudge_loop(target: SocketAddr, shared: &Shared) {
+/// Consecutive refused nudges after which the listener counts as gone (about a second while
+/// idle; a listener that is merely busy queues connections, it does not refuse them).
+pub const REFUSALS: u32 = 5;
+
+fn nudge_loop(target: SocketAddr, shared: &Shared, listener_lost: impl FnOnce()) {
     let mut last_active: Option<Instant> = None;
+    let mut refused = 0;
+    let mut listener_lost = Some(listener_lost);
     loop {
         let fast = last_active.is_some_and(|t| t.elapsed() < ACTIVE_WINDOW);
         if fast {
@@ -128,8 +145,17 @@ fn nudge_loop(target: SocketAddr, shared: &Shared) {
             last_active = Some(Instant::now());
         }
         // Connect and drop: the server sees a connection that closes without a request.
-        if let Err(e) = TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
-            log::debug!("nudge connection to {target} failed: {e}");
+        match TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+            Ok(_) => refused = 0,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                refused += 1;
+                if refused >= REFUSALS
+                    && let Some(lost) = listener_lost.take()
+                {
+                    lost();
+                }
+            }
+            Err(e) => log::debug!("nudge connection to {target} failed: {e}"),
         }
     }
 }

@@ -191,8 +191,22 @@ impl Server {
     }
 
     /// Serves until shut down, then waits for in-flight requests and closes the database.
-    pub fn run(self) {
-        let nudger = Nudger::start(self.addr)
+    /// `Err` when it stopped because its listener died (see [`Nudger::watching`]): the
+    /// process should exit with an error, so that a supervisor starts it again.
+    pub fn run(self) -> Result<(), String> {
+        let lost = Arc::new(AtomicBool::new(false));
+        let on_lost = {
+            let (lost, handle) = (Arc::clone(&lost), self.shutdown_handle());
+            move || {
+                log::error!(
+                    "the HTTP listener stopped accepting connections (tiny_http's accept thread \
+                     ended, e.g. out of file descriptors or threads); stopping"
+                );
+                lost.store(true, Ordering::SeqCst);
+                handle.shutdown();
+            }
+        };
+        let nudger = Nudger::watching(self.addr, on_lost)
             .inspect_err(|e| log::error!("cannot start the connection nudger: {e}"))
             .ok();
         let activity = nudger.as_ref().map(Nudger::activity);
@@ -240,6 +254,15 @@ impl Server {
         // Dropping the app closes the store: the writer finishes its queue and the database
         // is closed before `run` returns.
         drop(self.app);
+        if lost.load(Ordering::SeqCst) {
+            return Err(
+                "the HTTP listener stopped accepting connections (too many open files or \
+                 threads?); every acknowledged write is stored; start runwarden again (a \
+                 supervisor such as systemd's Restart=on-failure does)"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 }
 

@@ -628,3 +628,90 @@ fn a_database_on_a_read_only_filesystem_is_one_error_line_at_start_up() {
         "nothing was created on the read-only mount"
     );
 }
+
+/// Out of file descriptors (here: `ulimit -n 64` and 80 idle connections), tiny_http's accept
+/// thread ends and nothing would ever accept again. The server notices (its nudger's
+/// connections are refused), stops cleanly and exits 1 with one `error:` line, so that a
+/// supervisor starts it again; every acknowledged write is there after the restart.
+#[test]
+fn a_listener_that_dies_of_too_many_connections_stops_the_process_with_an_error() {
+    if skip_on_postgres("the descriptor limit of a SQLite server (PostgreSQL: same code path)") {
+        return;
+    }
+    // Arrange
+    let dir = fresh_dir("fd-limit");
+    let db = dir.join("rw.db");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 64 && exec {} serve --addr 127.0.0.1:0 --db {}",
+            crate::helpers::BIN,
+            db.display()
+        ))
+        .env("RUST_LOG", "error")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start runwarden under a descriptor limit");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("the start-up line");
+    let addr = crate::helpers::parse_startup_line(&line).expect("an address");
+    let body = br#"{"agent_id":"a","timestamp":"2024-01-15T14:30:45Z","system_prompt":"p"}"#;
+    let run = crate::helpers::http(
+        addr,
+        "POST",
+        "/v1/register-agent-run",
+        &[
+            ("Content-Type".into(), "application/json".into()),
+            ("Content-Length".into(), body.len().to_string()),
+        ],
+        body,
+    );
+    assert_eq!(run.status, 200, "{}", run.text());
+    let trace_id = run.json()["trace_id"]
+        .as_str()
+        .expect("trace_id")
+        .to_string();
+
+    // Act: more idle connections than descriptors, then let them go.
+    let held: Vec<_> = (0..80)
+        .map_while(|_| std::net::TcpStream::connect(addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server neither served nor exited after its listener died"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    // Assert
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(1), "exit status; stderr: {stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: the HTTP listener stopped accepting connections"),
+        "the last line says why: {last:?}"
+    );
+    let app = TestApp::spawn_in(&dir, &[]);
+    let again = app.get(&format!("/v1/runs/{trace_id}"));
+    assert_eq!(
+        again.status,
+        200,
+        "the acknowledged run after a restart: {}",
+        again.text()
+    );
+}
