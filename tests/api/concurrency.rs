@@ -2,6 +2,7 @@
 //! registrations of one client-chosen trace_id (decided by the database), and gap-free per-run
 //! sequence numbers for concurrent events.
 
+use crate::helpers::assert_gap_free_and_acknowledged;
 use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 
@@ -170,24 +171,5 @@ fn concurrent_events_on_one_run_get_distinct_gap_free_sequence_numbers() {
     let answers: Vec<(u16, String)> = answers.into_iter().flatten().collect();
     let failed = answers.iter().filter(|(s, _)| *s != 200).count();
     assert_eq!(failed, 0, "every event is 200");
-    let rows: Vec<(i64, String)> = app
-        .query(
-            "SELECT seq, event_id FROM events WHERE trace_id = ?1 ORDER BY seq",
-            &[&trace_id],
-        )
-        .iter()
-        .map(|r| (r.i64(0), r.text(1)))
-        .collect();
-    let seqs: Vec<i64> = rows.iter().map(|(s, _)| *s).collect();
-    let expected: Vec<i64> = (1..=(THREADS * PER_THREAD) as i64).collect();
-    assert_eq!(
-        seqs, expected,
-        "sequence numbers 1..=N without gaps or repeats"
-    );
-    let stored: HashSet<&str> = rows.iter().map(|(_, id)| id.as_str()).collect();
-    let answered: HashSet<&str> = answers.iter().map(|(_, id)| id.as_str()).collect();
-    assert_eq!(
-        stored, answered,
-        "the stored events are the acknowledged ones"
-    );
+    assert_gap_free_and_acknowledged(&app, &trace_id, &answers, THREADS * PER_THREAD);
 }

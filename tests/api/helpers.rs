@@ -1151,3 +1151,34 @@ pub fn parse_response(raw: &[u8]) -> Resp {
         body,
     }
 }
+
+/// Asserts that the events stored for `trace_id` have sequence numbers 1..=`n` without gaps or
+/// repeats, and are exactly the acknowledged ones (`answers`: status and event id).
+pub fn assert_gap_free_and_acknowledged(
+    app: &TestApp,
+    trace_id: &str,
+    answers: &[(u16, String)],
+    n: usize,
+) {
+    let rows: Vec<(i64, String)> = app
+        .query(
+            "SELECT seq, event_id FROM events WHERE trace_id = ?1 ORDER BY seq",
+            &[trace_id],
+        )
+        .iter()
+        .map(|r| (r.i64(0), r.text(1)))
+        .collect();
+    let seqs: Vec<i64> = rows.iter().map(|(s, _)| *s).collect();
+    let expected: Vec<i64> = (1..=n as i64).collect();
+    assert_eq!(
+        seqs, expected,
+        "sequence numbers 1..=N without gaps or repeats"
+    );
+    let stored: std::collections::HashSet<&str> = rows.iter().map(|(_, id)| id.as_str()).collect();
+    let answered: std::collections::HashSet<&str> =
+        answers.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(
+        stored, answered,
+        "the stored events are the acknowledged ones"
+    );
+}

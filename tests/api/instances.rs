@@ -12,7 +12,7 @@
 //! PostgreSQL only: without `RUNWARDEN_TEST_DATABASE_URL` each test prints
 //! `PostgreSQL runs skipped: ...` and returns.
 
-use std::collections::HashSet;
+use crate::helpers::assert_gap_free_and_acknowledged;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -151,26 +151,7 @@ fn events_sent_to_both_instances_at_once_get_distinct_gap_free_sequence_numbers(
     // Assert
     let failed: Vec<&(u16, String)> = answers.iter().filter(|(s, _)| *s != 200).collect();
     assert!(failed.is_empty(), "every event is 200: {failed:?}");
-    let rows: Vec<(i64, String)> = a
-        .query(
-            "SELECT seq, event_id FROM events WHERE trace_id = ?1 ORDER BY seq",
-            &[&trace],
-        )
-        .iter()
-        .map(|r| (r.i64(0), r.text(1)))
-        .collect();
-    let seqs: Vec<i64> = rows.iter().map(|(s, _)| *s).collect();
-    let expected: Vec<i64> = (1..=(THREADS * PER_THREAD) as i64).collect();
-    assert_eq!(
-        seqs, expected,
-        "sequence numbers 1..=N without gaps or repeats"
-    );
-    let stored: HashSet<&str> = rows.iter().map(|(_, id)| id.as_str()).collect();
-    let answered: HashSet<&str> = answers.iter().map(|(_, id)| id.as_str()).collect();
-    assert_eq!(
-        stored, answered,
-        "the stored events are the acknowledged ones"
-    );
+    assert_gap_free_and_acknowledged(&a, &trace, &answers, THREADS * PER_THREAD);
     assert_eq!(
         a.query_i64("SELECT last_seq FROM runs WHERE trace_id = ?1", &[&trace]),
         (THREADS * PER_THREAD) as i64,
