@@ -232,6 +232,19 @@ struct ServeArgs {
     /// Policy file (TOML); without one the built-in default policy applies.
     #[arg(long, env = vars::POLICY, value_name = "FILE")]
     policy: Option<PathBuf>,
+
+    /// Seconds a client may take to send a request head (after connecting or after its
+    /// previous response: idle keep-alive connections close after it), to send a body (plus
+    /// a second per 64 KiB) and to take each write of a response.
+    #[arg(long, env = vars::CLIENT_TIMEOUT_SECS, default_value_t = 30, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    client_timeout_secs: u64,
+
+    /// Most client connections kept open; above it, connections without a request in progress
+    /// are closed, idle ones first.
+    #[arg(long, env = vars::MAX_CONNECTIONS, default_value_t = 1024, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
 }
 
 /// Runs the parsed command line.
@@ -728,6 +741,8 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         allow_open: args.allow_open,
         idempotency_ttl: Duration::from_secs(args.idempotency_ttl_secs),
         policy: args.policy,
+        client_timeout: Duration::from_secs(args.client_timeout_secs),
+        max_connections: args.max_connections as usize,
     };
     let server = Server::bind(&config)?;
     let handle = server.shutdown_handle();

@@ -28,6 +28,10 @@ pub mod vars {
     pub const IDEMPOTENCY_TTL_SECS: &str = "RUNWARDEN_IDEMPOTENCY_TTL_SECS";
     /// `--policy`: the policy file.
     pub const POLICY: &str = "RUNWARDEN_POLICY";
+    /// `--client-timeout-secs`: how long a client may take to send a request or take a reply.
+    pub const CLIENT_TIMEOUT_SECS: &str = "RUNWARDEN_CLIENT_TIMEOUT_SECS";
+    /// `--max-connections`: the most client connections kept open.
+    pub const MAX_CONNECTIONS: &str = "RUNWARDEN_MAX_CONNECTIONS";
 }
 
 /// Where the data lives.
@@ -74,6 +78,12 @@ pub struct ServeConfig {
     pub idempotency_ttl: Duration,
     /// The policy file; `None` for the built-in default.
     pub policy: Option<PathBuf>,
+    /// How long a client may take to send a request head (after connecting or after its
+    /// previous response, so also how long an idle keep-alive connection stays open), to send
+    /// a body (plus a second per 64 KiB), and to take each write of a response.
+    pub client_timeout: Duration,
+    /// The most client connections kept open (see `http::guard`).
+    pub max_connections: usize,
 }
 
 /// The default number of worker threads: 8 per core, between 8 and 64. Workers spend most of

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::engine::Verdict;
+use crate::http::guard::{Reason, ScanReport};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -28,6 +29,9 @@ struct Inner {
     latency: BTreeMap<&'static str, Histogram>,
     checks: BTreeMap<&'static str, u64>,
     findings: BTreeMap<&'static str, u64>,
+    /// Open client connections at the guard's last scan (`None`: no guard).
+    connections_open: Option<usize>,
+    connections_closed: [u64; Reason::ALL.len()],
 }
 
 /// The counters of one server process.
@@ -72,6 +76,17 @@ impl Metrics {
         *m.checks.entry(key).or_insert(0) += 1;
         for f in &verdict.findings {
             *m.findings.entry(f.rule).or_insert(0) += 1;
+        }
+    }
+
+    /// Takes one scan of the connection guard.
+    pub fn connections(&self, report: &ScanReport) {
+        let mut m = self.lock();
+        m.connections_open = Some(report.open);
+        for reason in &report.closed {
+            if let Some(i) = Reason::ALL.iter().position(|r| r == reason) {
+                m.connections_closed[i] += 1;
+            }
         }
     }
 
@@ -125,6 +140,23 @@ impl Metrics {
         for (rule, n) in &m.findings {
             let _ = writeln!(out, "runwarden_findings_total{{rule=\"{rule}\"}} {n}");
         }
+        if let Some(open) = m.connections_open {
+            out.push_str("# HELP runwarden_connections_open Client connections open.\n");
+            out.push_str("# TYPE runwarden_connections_open gauge\n");
+            let _ = writeln!(out, "runwarden_connections_open {open}");
+            out.push_str(
+                "# HELP runwarden_connections_closed_total Client connections the server closed, \
+                 by reason (idle, head_timeout, head_too_large, body_timeout, over_limit).\n",
+            );
+            out.push_str("# TYPE runwarden_connections_closed_total counter\n");
+            for (reason, n) in Reason::ALL.iter().zip(m.connections_closed) {
+                let _ = writeln!(
+                    out,
+                    "runwarden_connections_closed_total{{reason=\"{}\"}} {n}",
+                    reason.label()
+                );
+            }
+        }
         drop(m);
         if let Some(db) = &self.db {
             let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
@@ -163,6 +195,10 @@ mod tests {
             }],
             consumed_approval: false,
         });
+        m.connections(&ScanReport {
+            open: 7,
+            closed: vec![Reason::Idle, Reason::OverLimit, Reason::Idle],
+        });
         let text = m.render();
         for line in [
             "runwarden_requests_total{route=\"event\",status=\"200\"} 2",
@@ -174,6 +210,10 @@ mod tests {
             "runwarden_checks_total{verdict=\"safe\"} 0",
             "runwarden_findings_total{rule=\"detect.sql\"} 1",
             "runwarden_database_size_bytes 0",
+            "runwarden_connections_open 7",
+            "runwarden_connections_closed_total{reason=\"idle\"} 2",
+            "runwarden_connections_closed_total{reason=\"over_limit\"} 1",
+            "runwarden_connections_closed_total{reason=\"body_timeout\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

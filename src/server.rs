@@ -22,6 +22,7 @@ use crate::error::ApiError;
 use crate::handlers::access::{LastUsed, rate_headers};
 use crate::handlers::run_states::RunStates;
 use crate::handlers::{App, dispatch};
+use crate::http::guard::{Guard, Limits, Tracker, Visit};
 use crate::http::request::request_id;
 use crate::http::response::Reply;
 use crate::http::router::route;
@@ -38,6 +39,9 @@ pub struct Server {
     threads: usize,
     addr: SocketAddr,
     stopping: Arc<AtomicBool>,
+    limits: Limits,
+    /// Which client addresses have a request in progress, for the connection guard.
+    tracker: Arc<Tracker>,
     /// The exclusive lock on the database file, held while this server runs.
     _db_lock: Option<std::fs::File>,
 }
@@ -83,6 +87,40 @@ fn lock_database(path: &std::path::Path) -> Result<std::fs::File, String> {
     }
 }
 
+/// Descriptors kept free of connections: database files, its WAL, PostgreSQL connections, the
+/// guard's and the nudger's own sockets, log files.
+const SPARE_DESCRIPTORS: u64 = 256;
+
+/// The connection guard's limits. Sets the listener's send timeout, which every accepted
+/// connection inherits, and raises the soft limit on open descriptors so that the connection
+/// bound, not the descriptor limit, is what stops new connections: tiny_http's accept loop
+/// ends for good on its first failed accept. tiny_http holds two descriptors per connection.
+fn guard_limits(config: &ServeConfig, listener: &std::net::TcpListener) -> Limits {
+    let mut max_connections = config.max_connections.max(1);
+    #[cfg(target_os = "linux")]
+    {
+        use crate::http::sockets;
+        if let Err(e) = sockets::set_send_timeout(listener, config.client_timeout) {
+            log::warn!("cannot set a send timeout on the listener: {e}");
+        }
+        let wanted = 2 * max_connections as u64 + SPARE_DESCRIPTORS;
+        let limit = sockets::raise_descriptor_limit(wanted);
+        if limit < wanted {
+            let fitting = (limit.saturating_sub(SPARE_DESCRIPTORS) / 2).max(1) as usize;
+            log::warn!(
+                "the limit on open files ({limit}) allows about {fitting} connections, not                  --max-connections {max_connections}; raise it (ulimit -n, systemd LimitNOFILE)                  to keep the larger bound"
+            );
+            max_connections = fitting;
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = listener;
+    Limits {
+        client_timeout: config.client_timeout,
+        max_connections,
+    }
+}
+
 /// Reads and parses a policy file; errors name the file and the line.
 pub fn load_policy(path: &std::path::Path) -> Result<Policy, String> {
     let text = std::fs::read_to_string(path)
@@ -93,7 +131,10 @@ pub fn load_policy(path: &std::path::Path) -> Result<Policy, String> {
 impl Server {
     /// Binds the address and opens the database. Errors are one line for the operator.
     pub fn bind(config: &ServeConfig) -> Result<Self, String> {
-        let http = tiny_http::Server::http(config.addr)
+        let listener = std::net::TcpListener::bind(config.addr)
+            .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+        let limits = guard_limits(config, &listener);
+        let http = tiny_http::Server::from_listener(listener, None)
             .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
         let addr = http
             .server_addr()
@@ -160,6 +201,8 @@ impl Server {
         Ok(Server {
             http: Arc::new(http),
             app: Arc::new(app),
+            limits,
+            tracker: Arc::new(Tracker::new(limits.client_timeout)),
             threads: config.threads.max(1),
             addr,
             stopping: Arc::new(AtomicBool::new(false)),
@@ -210,11 +253,21 @@ impl Server {
             .inspect_err(|e| log::error!("cannot start the connection nudger: {e}"))
             .ok();
         let activity = nudger.as_ref().map(Nudger::activity);
+        let guard = {
+            let app = Arc::clone(&self.app);
+            Guard::start(
+                self.addr,
+                self.limits,
+                Arc::clone(&self.tracker),
+                move |report| app.metrics.connections(&report),
+            )
+        };
         let workers: Vec<_> = (0..self.threads)
             .map(|i| {
                 let http = Arc::clone(&self.http);
                 let app = Arc::clone(&self.app);
                 let activity = activity.clone();
+                let tracker = Arc::clone(&self.tracker);
                 std::thread::Builder::new()
                     .name(format!("rw-worker-{i}"))
                     .spawn(move || {
@@ -222,7 +275,9 @@ impl Server {
                             if let Some(a) = &activity {
                                 a.request_seen();
                             }
-                            handle(&app, req);
+                            let body = req.body_length().map_or(app.max_body_bytes, |l| l as u64);
+                            let visit = tracker.begin(req.remote_addr().copied(), body);
+                            handle(&app, req, visit);
                         }
                     })
             })
@@ -251,6 +306,9 @@ impl Server {
         if let Some(n) = nudger {
             n.stop();
         }
+        if let Some(g) = guard {
+            g.stop();
+        }
         // Dropping the app closes the store: the writer finishes its queue and the database
         // is closed before `run` returns.
         drop(self.app);
@@ -270,8 +328,9 @@ impl Server {
 /// tiny_http when the request is dropped; larger ones are quarantined, see [`quarantine`].
 pub const MAX_DRAIN_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Serves one request. Never panics: a panicking handler becomes a 500.
-fn handle(app: &App, mut req: Request) {
+/// Serves one request. Never panics: a panicking handler becomes a 500. `visit` marks the
+/// request in progress for the connection guard until the response is sent.
+fn handle(app: &App, mut req: Request, visit: Visit) {
     let started = Instant::now();
     let rid = request_id(&req);
     let method = req.method().as_str().to_string();
@@ -314,6 +373,7 @@ fn handle(app: &App, mut req: Request) {
             .name("rw-drain".into())
             .spawn(move || {
                 let _ = req.respond(response);
+                drop(visit);
             });
         if let Err(e) = spawned {
             log::error!("request {rid}: cannot start a drain thread: {e}");

@@ -112,6 +112,18 @@ pub fn read_body(req: &mut Request, max: u64) -> Result<Vec<u8>, ApiError> {
     if body.len() as u64 > max {
         return Err(ApiError::payload_too_large(max));
     }
+    // The body ended early: the client closed its side, or it was too slow and the
+    // connection guard stopped the read (`http::guard`). The contract has no timeout code;
+    // a body cut short is not JSON, and the message says what happened.
+    if let Some(len) = req.body_length()
+        && body.len() < len
+    {
+        return Err(ApiError::invalid_json(format!(
+            "the request body ended after {} of its {len} bytes (the client stopped sending, \
+             or took longer than the server's client timeout)",
+            body.len()
+        )));
+    }
     Ok(body)
 }
 
