@@ -275,8 +275,8 @@ impl Server {
                             if let Some(a) = &activity {
                                 a.request_seen();
                             }
-                            let body = req.body_length().map_or(app.max_body_bytes, |l| l as u64);
-                            let visit = tracker.begin(req.remote_addr().copied(), body);
+                            let visit =
+                                tracker.begin(req.remote_addr().copied(), body_to_read(&app, &req));
                             handle(&app, req, visit);
                         }
                     })
@@ -327,6 +327,18 @@ impl Server {
 /// Announced bodies up to this size that are left unread are drained (read and discarded) by
 /// tiny_http when the request is dropped; larger ones are quarantined, see [`quarantine`].
 pub const MAX_DRAIN_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The body a request still has to deliver, for its deadline: its `Content-Length`, the body
+/// limit for a chunked body, nothing when it has neither.
+fn body_to_read(app: &App, req: &Request) -> u64 {
+    match req.body_length() {
+        Some(len) => len as u64,
+        None if crate::http::request::header(req, "transfer-encoding").is_some() => {
+            app.max_body_bytes
+        }
+        None => 0,
+    }
+}
 
 /// Serves one request. Never panics: a panicking handler becomes a 500. `visit` marks the
 /// request in progress for the connection guard until the response is sent.

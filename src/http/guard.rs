@@ -221,8 +221,8 @@ impl Tracker {
     }
 
     /// Notes a request of `peer` that has arrived with a body of `body_bytes` (its announced
-    /// length, or the body limit when not announced) still to read. The request counts as in
-    /// progress until the returned [`Visit`] is dropped.
+    /// length, or the body limit when not announced; 0 for none: no deadline) still to read.
+    /// The request counts as in progress until the returned [`Visit`] is dropped.
     pub fn begin(self: &Arc<Self>, peer: Option<SocketAddr>, body_bytes: u64) -> Visit {
         if let Some(peer) = peer {
             let allowance = Duration::from_secs(body_bytes / BODY_BYTES_PER_SEC);
@@ -230,7 +230,9 @@ impl Tracker {
             let p = peers.entry(peer).or_default();
             p.started += 1;
             p.in_flight += 1;
-            p.body_deadline = Some(Instant::now() + self.client_timeout + allowance);
+            if body_bytes > 0 {
+                p.body_deadline = Some(Instant::now() + self.client_timeout + allowance);
+            }
         }
         Visit {
             tracker: Arc::clone(self),
@@ -662,5 +664,10 @@ mod tests {
         // An address no longer open and not in progress is forgotten.
         tracker.snapshot_and_prune(&[b]);
         assert_eq!(tracker.snapshot_and_prune(&[a])[0].started, 0);
+        // A request without a body has no body deadline.
+        let _visit = tracker.begin(Some(b), 0);
+        let p = tracker.snapshot_and_prune(&[b]);
+        assert_eq!(p[0].in_flight, 1);
+        assert!(p[0].body_deadline.is_none());
     }
 }
