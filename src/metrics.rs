@@ -146,7 +146,7 @@ impl Metrics {
             let _ = writeln!(out, "runwarden_connections_open {open}");
             out.push_str(
                 "# HELP runwarden_connections_closed_total Client connections the server closed, \
-                 by reason (idle, head_timeout, head_too_large, body_timeout, over_limit).\n",
+                 by reason (idle, head_timeout, head_too_large, body_timeout, send_timeout, over_limit).\n",
             );
             out.push_str("# TYPE runwarden_connections_closed_total counter\n");
             for (reason, n) in Reason::ALL.iter().zip(m.connections_closed) {

@@ -50,18 +50,15 @@ pub struct Server {
 #[derive(Clone)]
 pub struct ShutdownHandle {
     http: Arc<tiny_http::Server>,
-    threads: usize,
     stopping: Arc<AtomicBool>,
 }
 
 impl ShutdownHandle {
-    /// Stops taking new requests; each worker finishes its current one and exits.
+    /// Stops taking new requests; the workers finish the requests taken and exit.
     pub fn shutdown(&self) {
         if !self.stopping.swap(true, Ordering::SeqCst) {
-            // One unblock per worker: each wakes exactly one blocked `recv()`.
-            for _ in 0..self.threads {
-                self.http.unblock();
-            }
+            // Wakes the dispatcher's blocked `recv()`, the only one.
+            self.http.unblock();
         }
     }
 }
@@ -83,6 +80,58 @@ fn lock_database(path: &std::path::Path) -> Result<std::fs::File, String> {
         )),
         Err(std::fs::TryLockError::Error(e)) => {
             Err(format!("cannot lock database {}: {e}", path.display()))
+        }
+    }
+}
+
+/// Requests taken from tiny_http and marked in progress, waiting for a worker.
+///
+/// Why a queue of our own: tiny_http's queue cannot be seen into, and a request waiting there
+/// while every worker is busy would look to the connection guard like a connection that sent
+/// nothing: the guard would close it after the client timeout, and the request would later
+/// run with nobody to answer (found by the guard's tests: with one worker held by a slow body,
+/// a registration queued behind it was stored, and its client got no answer). So one thread
+/// (the dispatcher) takes each request the moment tiny_http has its head and marks it in
+/// progress; the workers take requests from here.
+#[derive(Default)]
+struct Inbox {
+    state: std::sync::Mutex<InboxState>,
+    ready: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct InboxState {
+    queue: std::collections::VecDeque<(Request, Visit)>,
+    closed: bool,
+}
+
+impl Inbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InboxState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, req: Request, visit: Visit) {
+        self.lock().queue.push_back((req, visit));
+        self.ready.notify_one();
+    }
+
+    /// No more requests will come; the workers finish the queue and stop.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// The next request, waiting for one; `None` once closed and empty.
+    fn pop(&self) -> Option<(Request, Visit)> {
+        let mut state = self.lock();
+        loop {
+            if let Some(next) = state.queue.pop_front() {
+                return Some(next);
+            }
+            if state.closed {
+                return None;
+            }
+            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
         }
     }
 }
@@ -228,7 +277,6 @@ impl Server {
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
             http: Arc::clone(&self.http),
-            threads: self.threads,
             stopping: Arc::clone(&self.stopping),
         }
     }
@@ -262,26 +310,38 @@ impl Server {
                 move |report| app.metrics.connections(&report),
             )
         };
+        let inbox = Arc::new(Inbox::default());
         let workers: Vec<_> = (0..self.threads)
             .map(|i| {
-                let http = Arc::clone(&self.http);
                 let app = Arc::clone(&self.app);
-                let activity = activity.clone();
-                let tracker = Arc::clone(&self.tracker);
+                let inbox = Arc::clone(&inbox);
                 std::thread::Builder::new()
                     .name(format!("rw-worker-{i}"))
                     .spawn(move || {
-                        while let Ok(req) = http.recv() {
-                            if let Some(a) = &activity {
-                                a.request_seen();
-                            }
-                            let visit =
-                                tracker.begin(req.remote_addr().copied(), body_to_read(&app, &req));
+                        while let Some((req, visit)) = inbox.pop() {
                             handle(&app, req, visit);
                         }
                     })
             })
             .collect();
+        // This thread dispatches: it takes each request from tiny_http as soon as its head is
+        // parsed and marks it in progress for the guard (see `Inbox`).
+        loop {
+            match self.http.recv() {
+                Ok(req) => {
+                    if let Some(a) = &activity {
+                        a.request_seen();
+                    }
+                    let body = body_to_read(&self.app, &req);
+                    let visit = self.tracker.begin(req.remote_addr().copied(), body);
+                    inbox.push(req, visit);
+                }
+                Err(_) if self.stopping.load(Ordering::SeqCst) => break,
+                // tiny_http's accept thread has ended; the nudger notices and stops us.
+                Err(e) => log::debug!("tiny_http: {e}"),
+            }
+        }
+        inbox.close();
         for worker in workers {
             match worker {
                 Ok(w) => {

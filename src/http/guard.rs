@@ -14,8 +14,9 @@
 //! handing over a parsed request, and the shape of runwarden (a synchronous tiny_http server)
 //! is fixed. A relay in front of it would cost the throughput of group commit. So the guard
 //! works beside it: a thread that, every [`SCAN`], finds the server's connections among the
-//! process's sockets ([`super::sockets`]), joins them with what the workers report (which
-//! client addresses have a request in progress, [`Tracker`]), and shuts down the connections
+//! process's sockets ([`super::sockets`]), joins them with what the server reports (which
+//! client addresses have a request in progress, [`Tracker`]; a request counts from the moment
+//! tiny_http has parsed its head, see `Inbox` in `server.rs`), and shuts down the connections
 //! that break a rule. A shut-down socket wakes the tiny_http thread blocked on it with end of
 //! file, so the thread finishes and closes the connection the normal way. The rules
 //! ([`decide`]):
@@ -29,18 +30,20 @@
 //!   timeout plus one second per [`BODY_BYTES_PER_SEC`] of its announced length has its
 //!   connection shut for reading: the worker reads end of file, answers 400 (the response can
 //!   still be written) and the connection closes;
+//! - **response deadline**: a response the client does not take within the client timeout,
+//!   plus one second per [`BODY_BYTES_PER_SEC`] it does take, ends its connection, and the
+//!   worker's write fails at once ([`send_overdue`]);
 //! - **connection bound**: above the bound, connections without a request in progress are
 //!   closed, idle ones first (longest idle first), then the newest. Requests in progress are
 //!   never cut for the bound.
 //!
-//! Writes need no thread: the listening socket's send timeout (inherited by every accepted
-//! connection, [`super::sockets::set_send_timeout`]) bounds each write to a client that does
-//! not read.
+//! The listening socket's send timeout (inherited by every accepted connection,
+//! [`super::sockets::set_send_timeout`]) bounds each single write as well, as a second line.
 //!
 //! Limits, stated: a connection above the bound is accepted and then closed within a scan
-//! (the client sees its connection closed, not a 503); a request head that completes while
-//! all workers are busy and then waits longer than the client timeout for one counts as
-//! late. The guard exists on Linux only; elsewhere the server runs without it and says so.
+//! (the client sees its connection closed, not a 503); an oversized head is cut after a scan
+//! or two of sending. The guard exists on Linux only; elsewhere the server runs without it and
+//! says so.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -75,17 +78,20 @@ pub enum Reason {
     HeadTooLarge,
     /// A request body not complete by its deadline.
     BodyTimeout,
+    /// A response the client does not take.
+    SendTimeout,
     /// Over the connection bound.
     OverLimit,
 }
 
 impl Reason {
     /// Every reason, in the order of the metrics.
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 6] = [
         Reason::Idle,
         Reason::HeadTimeout,
         Reason::HeadTooLarge,
         Reason::BodyTimeout,
+        Reason::SendTimeout,
         Reason::OverLimit,
     ];
 
@@ -96,6 +102,7 @@ impl Reason {
             Reason::HeadTimeout => "head_timeout",
             Reason::HeadTooLarge => "head_too_large",
             Reason::BodyTimeout => "body_timeout",
+            Reason::SendTimeout => "send_timeout",
             Reason::OverLimit => "over_limit",
         }
     }
@@ -122,6 +129,8 @@ pub struct ConnView {
     pub busy: bool,
     /// Busy, past its body deadline, and not yet shut for reading.
     pub body_overdue: bool,
+    /// Busy, and its response has not been taken fast enough (see [`send_overdue`]).
+    pub send_overdue: bool,
     /// Bytes read from it while no request was in progress: a request head being received.
     pub head_bytes: u64,
     /// Bytes are waiting in the kernel for tiny_http to read them.
@@ -144,7 +153,9 @@ pub fn decide(conns: &[ConnView], now: Instant, limits: &Limits) -> Vec<(usize, 
     let mut closing = vec![false; conns.len()];
     for (i, c) in conns.iter().enumerate() {
         if c.busy {
-            if c.body_overdue {
+            if c.send_overdue {
+                out.push((i, Action::Close, Reason::SendTimeout));
+            } else if c.body_overdue {
                 out.push((i, Action::ShutRead, Reason::BodyTimeout));
             }
             continue;
@@ -189,6 +200,23 @@ pub fn decide(conns: &[ConnView], now: Instant, limits: &Limits) -> Vec<(usize, 
         }
     }
     out
+}
+
+/// Whether a response is overdue: data has been waiting to go to the client since `since`,
+/// when the client had taken `acked_then` bytes; it has `acked_now` now. The client gets the
+/// client timeout, plus a second per [`BODY_BYTES_PER_SEC`] it has taken since: a client that
+/// takes nothing, or a trickle, cannot hold a worker for long. (The send timeout alone would
+/// not do: each write waits for it anew, and any progress starts it again.)
+pub fn send_overdue(
+    since: Instant,
+    acked_then: u64,
+    acked_now: u64,
+    now: Instant,
+    timeout: Duration,
+) -> bool {
+    let taken = acked_now.saturating_sub(acked_then);
+    let allowance = Duration::from_secs_f64(taken as f64 / BODY_BYTES_PER_SEC as f64);
+    now.saturating_duration_since(since) > timeout + allowance
 }
 
 /// What the workers report: per client address, the requests started and in progress.
@@ -304,6 +332,9 @@ impl Guard {
     ) -> Option<Guard> {
         #[cfg(target_os = "linux")]
         {
+            let mut report = report;
+            // Metrics show the guard from the start, not from its first scan.
+            report(ScanReport::default());
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let flag = Arc::clone(&stop);
             let spawned = std::thread::Builder::new()
@@ -355,6 +386,8 @@ mod linux {
         /// Bytes read from the connection when the current wait for a head began.
         mark: Option<u64>,
         shut_read: bool,
+        /// Since when a response has been waiting to go out, and the bytes taken then.
+        sending_since: Option<(Instant, u64)>,
     }
 
     pub(super) fn run(
@@ -423,6 +456,7 @@ mod linux {
                             was_busy: false,
                             mark: None,
                             shut_read: false,
+                            sending_since: None,
                         });
                     }
                     _ => {
@@ -444,7 +478,7 @@ mod linux {
                 continue;
             };
             let progress = sockets::progress(sock);
-            let read = progress.map(|(read, _)| read);
+            let read = progress.map(|p| p.read);
             let busy = p.in_flight > 0;
             if busy || c.was_busy || p.started != c.seen_started || c.mark.is_none() {
                 c.mark = read;
@@ -455,11 +489,22 @@ mod linux {
                 (Some(r), Some(m)) => r.saturating_sub(m),
                 _ => 0,
             };
+            c.sending_since = match progress {
+                Some(p) if busy && p.sending => c.sending_since.or(Some((now, p.acked))),
+                _ => None,
+            };
+            let send_overdue = match (c.sending_since, progress) {
+                (Some((since, then)), Some(p)) => {
+                    super::send_overdue(since, then, p.acked, now, limits.client_timeout)
+                }
+                _ => false,
+            };
             views.push(ConnView {
                 busy,
                 body_overdue: busy && !c.shut_read && p.body_deadline.is_some_and(|d| now >= d),
+                send_overdue,
                 head_bytes,
-                queued: progress.is_some_and(|(_, queued)| queued > 0),
+                queued: progress.is_some_and(|p| p.queued > 0),
                 waiting_since: p.last_done.map_or(c.opened, |d| d.max(c.opened)),
                 opened: c.opened,
             });
@@ -517,6 +562,7 @@ mod tests {
         ConnView {
             busy: false,
             body_overdue: false,
+            send_overdue: false,
             head_bytes: 0,
             queued: false,
             waiting_since: t0,
@@ -581,6 +627,34 @@ mod tests {
             decide(&[busy, overdue], now, &LIMITS),
             vec![(1, Action::ShutRead, Reason::BodyTimeout)]
         );
+    }
+
+    #[test]
+    fn a_busy_connection_whose_response_is_not_taken_is_closed() {
+        let t0 = Instant::now();
+        let stuck = ConnView {
+            busy: true,
+            send_overdue: true,
+            body_overdue: true,
+            ..view(t0)
+        };
+        assert_eq!(
+            decide(&[stuck], t0, &LIMITS),
+            vec![(0, Action::Close, Reason::SendTimeout)]
+        );
+    }
+
+    #[test]
+    fn a_response_is_overdue_after_the_timeout_plus_a_second_per_64_kib_taken() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let timeout = s(10);
+        assert!(!send_overdue(t0, 0, 0, t0 + s(10), timeout));
+        assert!(send_overdue(t0, 0, 0, t0 + s(11), timeout));
+        // 3 × 64 KiB taken: 3 more seconds.
+        let taken = 3 * BODY_BYTES_PER_SEC;
+        assert!(!send_overdue(t0, 100, 100 + taken, t0 + s(13), timeout));
+        assert!(send_overdue(t0, 100, 100 + taken, t0 + s(14), timeout));
     }
 
     #[test]

@@ -75,19 +75,37 @@ pub fn identify(sock: &OwnedFd) -> Identity {
     }
 }
 
-/// How far the application has read a connection: the bytes read so far (all the bytes the
-/// kernel received from the peer, less those still queued) and the bytes queued. `None` when
-/// the kernel does not report received bytes (before Linux 4.1).
-pub fn progress(sock: &OwnedFd) -> Option<(u64, u64)> {
-    let received = tcp_bytes_received(sock.as_fd())?;
-    let queued = rustix::io::ioctl_fionread(sock).ok()?;
-    Some((received.saturating_sub(queued), queued))
+/// How far a connection has come, in both directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes the application has read: all the bytes the kernel received from the peer, less
+    /// those still queued.
+    pub read: u64,
+    /// Bytes received and waiting to be read.
+    pub queued: u64,
+    /// Bytes of ours the peer has acknowledged (taken).
+    pub acked: u64,
+    /// Data of ours is waiting to be sent or to be acknowledged.
+    pub sending: bool,
 }
 
-fn tcp_bytes_received(sock: BorrowedFd<'_>) -> Option<u64> {
+/// How far a connection has come. `None` when the kernel does not report the byte counts
+/// (before Linux 4.6).
+pub fn progress(sock: &OwnedFd) -> Option<Progress> {
+    let info = tcp_info(sock.as_fd())?;
+    let queued = rustix::io::ioctl_fionread(sock).ok()?;
+    Some(Progress {
+        read: info.tcpi_bytes_received.saturating_sub(queued),
+        queued,
+        acked: info.tcpi_bytes_acked,
+        sending: info.tcpi_notsent_bytes > 0 || info.tcpi_unacked > 0,
+    })
+}
+
+fn tcp_info(sock: BorrowedFd<'_>) -> Option<libc::tcp_info> {
     // SAFETY: `info` is a plain C struct that zeroes are valid for; `getsockopt` writes at
     // most `len` bytes into it and reports in `len` how many it wrote, which is checked below
-    // before the field is trusted.
+    // before any field is trusted (older kernels fill a shorter prefix).
     unsafe {
         let mut info: libc::tcp_info = std::mem::zeroed();
         let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -98,8 +116,8 @@ fn tcp_bytes_received(sock: BorrowedFd<'_>) -> Option<u64> {
             std::ptr::from_mut(&mut info).cast(),
             &mut len,
         );
-        let needed = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_received) + 8;
-        (rc == 0 && len as usize >= needed).then_some(info.tcpi_bytes_received)
+        let needed = std::mem::offset_of!(libc::tcp_info, tcpi_notsent_bytes) + 4;
+        (rc == 0 && len as usize >= needed).then_some(info)
     }
 }
 
@@ -196,17 +214,27 @@ mod tests {
         use std::io::{Read, Write};
         client.write_all(b"0123456789").expect("write");
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(progress(&dup), Some((0, 10)), "received but not yet read");
+        let p = progress(&dup).expect("progress");
+        assert_eq!((p.read, p.queued), (0, 10), "received but not yet read");
         let mut buf = [0u8; 4];
         (&server_side).read_exact(&mut buf).expect("read");
-        assert_eq!(progress(&dup), Some((4, 6)));
+        let p = progress(&dup).expect("progress");
+        assert_eq!((p.read, p.queued), (4, 6));
+        (&server_side).write_all(b"abc").expect("answer");
+        std::thread::sleep(Duration::from_millis(50));
+        let p = progress(&dup).expect("progress");
+        assert_eq!(
+            (p.acked, p.sending),
+            (3, false),
+            "taken by the client's kernel"
+        );
 
         // Shutting the duplicate down ends the original's reads: the client sees end of file.
         shutdown(&dup, Shutdown::Both).expect("shutdown");
         drop(dup);
         let mut rest = Vec::new();
         client.read_to_end(&mut rest).expect("eof");
-        assert!(rest.is_empty());
+        assert_eq!(rest, b"abc", "the answer, then end of file");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! Where new tests go: one module per endpoint or concern. A test of a new route or error
 //! code goes into the module of its endpoint; cross-cutting behaviour (envelope, headers,
 //! limits) into `errors`; anything that restarts or kills the server into `durability`;
-//! several servers on one PostgreSQL database into `instances`.
+//! several servers on one PostgreSQL database into `instances`. Slow, idle and oversized clients
+//! and the connection bound are tested in `guard`.
 //! Set `TEST_LOG=1` to see the server's log (otherwise its errors go to `serve.stderr` in the
 //! test's directory, and into the failure message when it does not start).
 
@@ -24,6 +25,7 @@ mod errors;
 mod event;
 mod faults;
 mod fixtures;
+mod guard;
 mod instances;
 mod ops;
 mod ops_backup;
