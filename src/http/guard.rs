@@ -15,9 +15,9 @@
 //! is fixed. A relay in front of it would cost the throughput of group commit. So the guard
 //! works beside it: a thread that, every [`SCAN`], finds the server's connections among the
 //! process's sockets ([`super::sockets`]), joins them with what the server reports (which
-//! client addresses have a request in progress, [`Tracker`]; a request counts from the moment
-//! tiny_http has parsed its head, see `Inbox` in `server.rs`), and shuts down the connections
-//! that break a rule. A shut-down socket wakes the tiny_http thread blocked on it with end of
+//! client addresses have a request in progress, [`Tracker`]; requests waiting for a busy
+//! worker are marked too, see `Inbox` in `server.rs`), and shuts down the connections that
+//! break a rule. A shut-down socket wakes the tiny_http thread blocked on it with end of
 //! file, so the thread finishes and closes the connection the normal way. The rules
 //! ([`decide`]):
 //! - **head deadline**: a connection with no request in progress must deliver a complete
@@ -232,6 +232,8 @@ struct Peer {
 pub struct Tracker {
     peers: Mutex<HashMap<SocketAddr, Peer>>,
     client_timeout: Duration,
+    /// Requests in progress, over all clients.
+    in_progress: std::sync::atomic::AtomicUsize,
 }
 
 impl Tracker {
@@ -241,6 +243,7 @@ impl Tracker {
         Tracker {
             peers: Mutex::new(HashMap::new()),
             client_timeout,
+            in_progress: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -252,6 +255,8 @@ impl Tracker {
     /// length, or the body limit when not announced; 0 for none: no deadline) still to read.
     /// The request counts as in progress until the returned [`Visit`] is dropped.
     pub fn begin(self: &Arc<Self>, peer: Option<SocketAddr>, body_bytes: u64) -> Visit {
+        self.in_progress
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(peer) = peer {
             let allowance = Duration::from_secs(body_bytes / BODY_BYTES_PER_SEC);
             let mut peers = self.lock();
@@ -266,6 +271,11 @@ impl Tracker {
             tracker: Arc::clone(self),
             peer,
         }
+    }
+
+    /// Requests in progress now, over all clients.
+    pub fn in_progress(&self) -> usize {
+        self.in_progress.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn end(&self, peer: SocketAddr) {
@@ -300,6 +310,9 @@ pub struct Visit {
 
 impl Drop for Visit {
     fn drop(&mut self) {
+        self.tracker
+            .in_progress
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(peer) = self.peer {
             self.tracker.end(peer);
         }
@@ -322,12 +335,14 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Starts guarding the connections accepted on `listen`. `report` receives each scan's
-    /// figures. `None` (with a warning) where the guard is not available.
+    /// Starts guarding the connections accepted on `listen`. `before_scan` runs before each
+    /// scan (the server marks requests waiting for a worker there); `report` receives each
+    /// scan's figures. `None` (with a warning) where the guard is not available.
     pub fn start(
         listen: SocketAddr,
         limits: Limits,
         tracker: Arc<Tracker>,
+        before_scan: impl FnMut() + Send + 'static,
         report: impl FnMut(ScanReport) + Send + 'static,
     ) -> Option<Guard> {
         #[cfg(target_os = "linux")]
@@ -339,7 +354,7 @@ impl Guard {
             let flag = Arc::clone(&stop);
             let spawned = std::thread::Builder::new()
                 .name("rw-guard".into())
-                .spawn(move || linux::run(listen, limits, &tracker, &flag, report));
+                .spawn(move || linux::run(listen, limits, &tracker, &flag, before_scan, report));
             match spawned {
                 Ok(thread) => Some(Guard { stop, thread }),
                 Err(e) => {
@@ -350,7 +365,7 @@ impl Guard {
         }
         #[cfg(not(target_os = "linux"))]
         {
-            let _ = (listen, limits, tracker, report);
+            let _ = (listen, limits, tracker, before_scan, report);
             log::warn!(
                 "the connection guard (read deadlines, connection bound) runs on Linux only; \
                  put a reverse proxy in front of runwarden on this system"
@@ -395,6 +410,7 @@ mod linux {
         limits: Limits,
         tracker: &Tracker,
         stop: &AtomicBool,
+        mut before_scan: impl FnMut(),
         mut report: impl FnMut(ScanReport),
     ) {
         let mut conns: HashMap<u64, Conn> = HashMap::new();
@@ -407,6 +423,7 @@ mod linux {
             if stop.load(Ordering::SeqCst) {
                 return;
             }
+            before_scan();
             match scan(listen, &limits, tracker, &mut conns, &mut ignored) {
                 Ok(r) => {
                     failed_listing = false;

@@ -143,10 +143,9 @@ fn keep_alive_healthz(reader: &mut BufReader<TcpStream>) -> std::io::Result<Resp
 
 /// `GET /healthz` on fresh connections, one attempt after another (each given at most
 /// `per_attempt` for its answer), until one is answered 200 or `limit` passes: how long that
-/// took from the call, and how many attempts failed first. Retries, because a request that
-/// waits in the server's queue for a worker longer than the client timeout has its connection
-/// closed by the guard (its stated limit), and the callers test when a worker is free again,
-/// not that; a server whose workers stay stuck answers none of the attempts.
+/// took from the call, and how many attempts failed first (callers expect none: a request
+/// waiting for a busy worker is marked in progress and never closed by the guard); a server
+/// whose workers stay stuck answers none of the attempts.
 fn healthz_answered_within(
     addr: SocketAddr,
     per_attempt: Duration,
@@ -228,6 +227,10 @@ fn partial_bodies_do_not_hold_the_workers_and_each_gets_a_400_naming_its_length(
     let (took, failed) =
         health.expect("GET /healthz answered within 6 s while four clients stall their bodies");
     println!("healthz answered after {took:?} ({failed} attempts failed first)");
+    assert_eq!(
+        failed, 0,
+        "the request waiting for a worker was answered on its own connection"
+    );
     let outcomes: Vec<(Vec<u8>, End, Duration)> = partial
         .iter_mut()
         .map(|stream| {
@@ -265,6 +268,55 @@ fn partial_bodies_do_not_hold_the_workers_and_each_gets_a_400_naming_its_length(
     }
     let closes = closed_eventually(&app, "body_timeout", 4.0);
     assert!(closes >= 4.0, "body_timeout closes: {closes}, want >= 4");
+}
+
+#[test]
+fn a_registration_queued_behind_a_stalled_body_is_answered_and_stored_once() {
+    // Arrange: the only worker reads a body that stalls; announced at 200 kB, it is given
+    // 1 s + 3 s (a second per 64 KiB), so the registration below waits for the worker well
+    // past its own 1 s head deadline.
+    let app = TestApp::spawn_with(&["--threads", "1", "--client-timeout-secs", "1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut stalled = TcpStream::connect(app.addr).expect("connect the stalling client");
+    stalled
+        .write_all(
+            b"POST /v1/register-agent-run HTTP/1.1\r\nHost: x\r\n\
+              Content-Type: application/json\r\nContent-Length: 200000\r\n\r\n{\"agent_id\":",
+        )
+        .expect("send the stalling head");
+    std::thread::sleep(Duration::from_millis(100));
+
+    // Act: a registration arrives while the worker is held; it waits for the worker longer
+    // than the client timeout would allow an idle connection.
+    let trace_id = uuid::Uuid::new_v4().to_string();
+    let body = json!({"agent_id": "queued", "timestamp": "2024-01-15T14:30:45Z",
+                      "system_prompt": "", "trace_id": trace_id})
+    .to_string();
+    let mut queued = TcpStream::connect(app.addr).expect("connect the queued client");
+    queued
+        .write_all(
+            format!(
+                "POST /v1/register-agent-run HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .expect("send the registration");
+    let (raw, _) = read_until_end(&mut queued, Duration::from_secs(10));
+
+    // Assert: answered 200 on its own connection, and stored once.
+    assert!(
+        head_end(&raw).is_some(),
+        "the queued registration got no answer: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    let resp = parse_response(&raw);
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&raw));
+    let run = app.get(&format!("/v1/runs/{trace_id}"));
+    assert_eq!(run.status, 200, "the run is stored: {}", run.text());
+    let (_, end) = read_until_end(&mut stalled, Duration::from_secs(5));
+    assert_ne!(end, End::StillOpen, "the stalled client was cut off");
 }
 
 #[test]
@@ -551,6 +603,10 @@ fn a_client_that_does_not_read_its_response_frees_the_only_worker_after_the_clie
         )
     });
     println!("healthz answered {answered:?} after the big GET ({failed} attempts failed first)");
+    assert_eq!(
+        failed, 0,
+        "the waiting request was answered on its own connection"
+    );
     assert!(
         answered <= Duration::from_secs(4),
         "the worker writing to a client that does not read should be free within the 1 s \
