@@ -418,13 +418,20 @@ mod linux {
         // connections) and connections already closed whose descriptor lingers.
         let mut ignored: HashSet<u64> = HashSet::new();
         let mut failed_listing = false;
+        let table = match sockets::DescriptorTable::open() {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("the connection guard cannot read /proc/self/fd ({e}); it is off");
+                return;
+            }
+        };
         while !stop.load(Ordering::SeqCst) {
             std::thread::park_timeout(SCAN);
             if stop.load(Ordering::SeqCst) {
                 return;
             }
             before_scan();
-            match scan(listen, &limits, tracker, &mut conns, &mut ignored) {
+            match scan(&table, listen, &limits, tracker, &mut conns, &mut ignored) {
                 Ok(r) => {
                     failed_listing = false;
                     report(r);
@@ -445,6 +452,7 @@ mod linux {
     }
 
     fn scan(
+        table: &sockets::DescriptorTable,
         listen: SocketAddr,
         limits: &Limits,
         tracker: &Tracker,
@@ -454,7 +462,7 @@ mod linux {
         let now = Instant::now();
         let mut seen: HashSet<u64> = HashSet::new();
         let mut live = Vec::new();
-        for (fd, inode) in sockets::socket_descriptors()? {
+        for (fd, inode) in table.sockets()? {
             // tiny_http holds two descriptors per connection: take each socket once.
             if !seen.insert(inode) || ignored.contains(&inode) {
                 continue;
