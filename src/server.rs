@@ -329,11 +329,17 @@ impl Server {
                 Arc::clone(&inbox),
             );
             let (app2, threads) = (Arc::clone(&self.app), self.threads);
+            let stopping = Arc::clone(&self.stopping);
             Guard::start(
                 self.addr,
                 self.limits,
                 Arc::clone(&self.tracker),
-                move || rescue(&http, &app2, &tracker, &inbox, threads),
+                move || {
+                    // Once stopping, requests not yet taken get the shutdown 503.
+                    if !stopping.load(Ordering::SeqCst) {
+                        rescue(&http, &app2, &tracker, &inbox, threads);
+                    }
+                },
                 move |report| app.metrics.connections(&report),
             )
         };
@@ -385,6 +391,14 @@ impl Server {
                 Err(e) => log::error!("cannot start a worker thread: {e}"),
             }
         }
+        // The guard may have moved requests to the inbox after the workers left: stop it, then
+        // answer those (they were taken).
+        if let Some(g) = guard {
+            g.stop();
+        }
+        while let Some((req, visit)) = inbox.try_pop() {
+            handle(&self.app, req, visit);
+        }
         // Requests that arrived after the stop signal and were never taken get a 503 instead
         // of the empty 500 tiny_http sends for a request dropped unanswered. (`try_recv` also
         // answers `None` for a leftover unblock, so an empty answer alone does not mean empty.)
@@ -404,9 +418,6 @@ impl Server {
         }
         if let Some(n) = nudger {
             n.stop();
-        }
-        if let Some(g) = guard {
-            g.stop();
         }
         // Dropping the app closes the store: the writer finishes its queue and the database
         // is closed before `run` returns.
