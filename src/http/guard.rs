@@ -115,10 +115,10 @@ pub enum Action {
     ShutRead,
     /// Shut it down both ways: the connection ends with the usual FIN.
     Close,
-    /// End it with a reset (RST) once tiny_http closes it, which the read shutdown makes it do
-    /// at once: for hostile connections. The client learns at once instead of sending into a
-    /// closed window until the kernel gives up on the orphaned socket (measured: 107 s), and
-    /// the kernel frees the socket at once.
+    /// Shut it down both ways and have the close that follows (tiny_http's thread reads end
+    /// of file and closes it) send a reset (RST): for hostile connections. A client that keeps
+    /// sending learns at once instead of sending into a closed window until the kernel gives
+    /// up on the orphaned socket (measured: 107 s), and the kernel frees the socket at once.
     Reset,
 }
 
@@ -544,7 +544,7 @@ mod linux {
                 Action::ShutRead => sockets::shutdown(sock, Shutdown::Read),
                 Action::Close => sockets::shutdown(sock, Shutdown::Both),
                 Action::Reset => sockets::reset_on_close(sock)
-                    .and_then(|()| sockets::shutdown(sock, Shutdown::Read)),
+                    .and_then(|()| sockets::shutdown(sock, Shutdown::Both)),
             };
             if let Err(e) = done {
                 log::debug!("the connection guard could not shut a connection down: {e}");
