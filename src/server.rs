@@ -175,7 +175,9 @@ fn guard_limits(config: &ServeConfig, listener: &std::net::TcpListener) -> Limit
         if limit < wanted {
             let fitting = (limit.saturating_sub(SPARE_DESCRIPTORS) / 2).max(1) as usize;
             log::warn!(
-                "the limit on open files ({limit}) allows about {fitting} connections, not                  --max-connections {max_connections}; raise it (ulimit -n, systemd LimitNOFILE)                  to keep the larger bound"
+                "the limit on open files ({limit}) allows about {fitting} connections, not \
+                 --max-connections {max_connections}; raise it (ulimit -n, systemd LimitNOFILE) \
+                 to keep the larger bound"
             );
             max_connections = fitting;
         }
@@ -322,14 +324,14 @@ impl Server {
         let activity = nudger.as_ref().map(Nudger::activity);
         let inbox = Arc::new(Inbox::default());
         let guard = {
-            let app = Arc::clone(&self.app);
-            let (http, tracker, inbox) = (
+            let (http, app, tracker) = (
                 Arc::clone(&self.http),
+                Arc::clone(&self.app),
                 Arc::clone(&self.tracker),
-                Arc::clone(&inbox),
             );
-            let (app2, threads) = (Arc::clone(&self.app), self.threads);
-            let stopping = Arc::clone(&self.stopping);
+            let (inbox, stopping, threads) =
+                (Arc::clone(&inbox), Arc::clone(&self.stopping), self.threads);
+            let metrics_app = Arc::clone(&self.app);
             Guard::start(
                 self.addr,
                 self.limits,
@@ -337,10 +339,10 @@ impl Server {
                 move || {
                     // Once stopping, requests not yet taken get the shutdown 503.
                     if !stopping.load(Ordering::SeqCst) {
-                        rescue(&http, &app2, &tracker, &inbox, threads);
+                        rescue(&http, &app, &tracker, &inbox, threads);
                     }
                 },
-                move |report| app.metrics.connections(&report),
+                move |report| metrics_app.metrics.connections(&report),
             )
         };
         let workers: Vec<_> = (0..self.threads)

@@ -161,11 +161,11 @@ pub fn reset_on_close(sock: &OwnedFd) -> io::Result<()> {
     )?)
 }
 
-/// Bounds every write on the sockets `listener` will accept: Linux copies a listening
-/// socket's send timeout to each connection it accepts. A client that stops reading its
-/// response then costs a worker at most `timeout`, not forever. (The receive timeout is not
-/// set this way: `accept` itself would honour it, and tiny_http's accept loop ends for good on
-/// its first error.)
+/// Bounds each single write on the sockets `listener` will accept: Linux copies a listening
+/// socket's send timeout to each connection it accepts. (Each write waits anew and any
+/// progress restarts it, so the guard's response deadline is what bounds a whole response.
+/// The receive timeout is not set this way: `accept` itself would honour it, and tiny_http's
+/// accept loop ends for good on its first error.)
 pub fn set_send_timeout(listener: &impl AsFd, timeout: Duration) -> io::Result<()> {
     Ok(rustix::net::sockopt::set_socket_timeout(
         listener,
