@@ -489,6 +489,91 @@ fn an_endless_request_head_is_reset_before_it_costs_memory_and_a_head_under_the_
     assert!(closes >= 1.0, "head_too_large closes: {closes}, want >= 1");
 }
 
+/// Logs `events` events of about 1 MB each to a new run of `app`: a `GET /v1/events` of them
+/// answers far more than the loopback socket buffers hold.
+fn run_with_large_events(app: &TestApp, events: usize) -> String {
+    let trace = app.new_run();
+    let blob = "x".repeat(1_000_000);
+    for n in 0..events {
+        let resp = app.event(&json!({"event_type": "tool", "trace_id": trace,
+            "timestamp": 1678886405.123, "content": {"n": n, "blob": blob},
+            "schema": {"type": "object"}}));
+        assert_eq!(resp.status, 200, "event {n}: {}", resp.text());
+    }
+    trace
+}
+
+/// A connection to `addr` whose receive buffer is small, for a client that does not read.
+fn connect_with_small_receive_buffer(addr: SocketAddr) -> TcpStream {
+    let sock = rustix::net::socket(
+        match addr {
+            SocketAddr::V4(_) => rustix::net::AddressFamily::INET,
+            SocketAddr::V6(_) => rustix::net::AddressFamily::INET6,
+        },
+        rustix::net::SocketType::STREAM,
+        None,
+    )
+    .expect("a socket");
+    rustix::net::sockopt::set_socket_recv_buffer_size(&sock, 4096).expect("a small receive buffer");
+    rustix::net::connect(&sock, &addr).expect("connect");
+    TcpStream::from(sock)
+}
+
+#[test]
+fn an_endless_head_pipelined_behind_a_response_the_client_does_not_take_is_reset() {
+    // Arrange: a response the client will not read keeps its request in progress for the
+    // client timeout (5 s); behind it, the client pipelines the head of a next request that
+    // never ends. tiny_http reads that head while the first request is still in progress.
+    let app = TestApp::spawn_with(&["--client-timeout-secs", "5"]);
+    let trace = run_with_large_events(&app, 25);
+    let mut stream = connect_with_small_receive_buffer(app.addr);
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("set the write timeout");
+    stream
+        .write_all(
+            format!(
+                "GET /v1/events?trace_id={trace}&limit=100 HTTP/1.1\r\nHost: x\r\n\r\n\
+                 GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "
+            )
+            .as_bytes(),
+        )
+        .expect("send the first request and the start of the second");
+    let chunk = vec![b'a'; 64 * 1024];
+
+    // Act
+    let start = Instant::now();
+    let mut sent: u64 = 0;
+    let failure = loop {
+        if sent >= 256 * MIB || start.elapsed() > Duration::from_secs(8) {
+            break None;
+        }
+        match stream.write_all(&chunk) {
+            Ok(()) => sent += chunk.len() as u64,
+            Err(e) => break Some(e),
+        }
+    };
+    let took = start.elapsed();
+    let (rss, peak) = resident_bytes(app.pid());
+
+    // Assert: reset once the head is over its allowance, whatever the first request is doing.
+    println!(
+        "pipelined endless head: {failure:?} after {} KiB in {took:?}; server VmRSS {} MiB, \
+         VmHWM {} MiB",
+        sent / 1024,
+        rss / MIB,
+        peak / MIB
+    );
+    assert!(
+        failure.is_some() && sent < 32 * MIB,
+        "the server took {} MiB of a pipelined header line in {took:?} without resetting",
+        sent / MIB
+    );
+    assert_eq!(app.get("/healthz").status, 200, "healthz afterwards");
+    let closes = closed_eventually(&app, "head_too_large", 1.0);
+    assert!(closes >= 1.0, "head_too_large closes: {closes}, want >= 1");
+}
+
 #[test]
 fn connections_over_the_bound_are_closed_and_the_rest_stay_open() {
     // Arrange
