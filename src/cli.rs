@@ -235,7 +235,7 @@ struct ServeArgs {
 
     /// Seconds a client may take to send a request head (after connecting or after its
     /// previous response: idle keep-alive connections close after it), to send a body (plus
-    /// a second per 64 KiB) and to take each write of a response.
+    /// a second per 64 KiB) and to take a response (plus a second per 64 KiB taken).
     #[arg(long, env = vars::CLIENT_TIMEOUT_SECS, default_value_t = 30, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     client_timeout_secs: u64,

@@ -80,7 +80,8 @@ pub struct ServeConfig {
     pub policy: Option<PathBuf>,
     /// How long a client may take to send a request head (after connecting or after its
     /// previous response, so also how long an idle keep-alive connection stays open), to send
-    /// a body (plus a second per 64 KiB), and to take each write of a response.
+    /// a body (plus a second per 64 KiB), and to take a response (plus a second per 64 KiB
+    /// taken).
     pub client_timeout: Duration,
     /// The most client connections kept open (see `http::guard`).
     pub max_connections: usize,

@@ -66,8 +66,8 @@ const PRE_READ: u64 = 1024;
 /// The guard's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// How long a client may take to send a request head, a body (plus its size allowance)
-    /// or to take one write of a response.
+    /// How long a client may take to send a request head, a body or to take a response (the
+    /// latter two plus their size allowance).
     pub client_timeout: Duration,
     /// The most connections kept open.
     pub max_connections: usize,
