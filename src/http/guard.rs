@@ -523,11 +523,14 @@ mod linux {
 
         let addrs: Vec<SocketAddr> = live.iter().map(|(ino, _)| conns[ino].peer).collect();
         let peers = tracker.snapshot_and_prune(&addrs);
+        // `views[i]` is the connection `targets[i]`.
         let mut views = Vec::with_capacity(live.len());
+        let mut targets = Vec::with_capacity(live.len());
         for ((inode, sock), p) in live.iter().zip(&peers) {
             let Some(c) = conns.get_mut(inode) else {
                 continue;
             };
+            targets.push((*inode, sock));
             let progress = sockets::progress(sock);
             let read = progress.map(|p| p.read);
             let busy = p.in_flight > 0;
@@ -570,7 +573,7 @@ mod linux {
             closed: Vec::new(),
         };
         for (i, action, reason) in decide(&views, now, limits) {
-            let (inode, sock) = &live[i];
+            let (inode, sock) = targets[i];
             let done = match action {
                 Action::ShutRead => sockets::shutdown(sock, Shutdown::Read),
                 Action::Close => sockets::shutdown(sock, Shutdown::Both),
@@ -581,7 +584,7 @@ mod linux {
                 log::debug!("the connection guard could not shut a connection down: {e}");
                 continue;
             }
-            if let Some(c) = conns.get_mut(inode) {
+            if let Some(c) = conns.get_mut(&inode) {
                 log::debug!(
                     "connection guard: {} the connection from {} ({})",
                     match action {
@@ -595,8 +598,8 @@ mod linux {
                 c.shut_read = true;
             }
             if action != Action::ShutRead {
-                conns.remove(inode);
-                ignored.insert(*inode);
+                conns.remove(&inode);
+                ignored.insert(inode);
                 out.open -= 1;
             }
             out.closed.push(reason);
