@@ -145,7 +145,7 @@ fn rescue(
     }
     let mut moved = 0;
     while let Ok(Some(req)) = http.try_recv() {
-        let visit = tracker.begin(req.remote_addr().copied(), body_to_read(app, &req));
+        let visit = begin(tracker, app, &req);
         inbox.push(req, visit);
         moved += 1;
     }
@@ -366,8 +366,7 @@ impl Server {
                                     if let Some(a) = &activity {
                                         a.request_seen();
                                     }
-                                    let body = body_to_read(&app, &req);
-                                    let visit = tracker.begin(req.remote_addr().copied(), body);
+                                    let visit = begin(&tracker, &app, &req);
                                     handle(&app, req, visit);
                                 }
                                 Err(_) if stopping.load(Ordering::SeqCst) => break,
@@ -440,16 +439,17 @@ impl Server {
 /// tiny_http when the request is dropped; larger ones are quarantined, see [`quarantine`].
 pub const MAX_DRAIN_BYTES: u64 = 16 * 1024 * 1024;
 
-/// The body a request still has to deliver, for its deadline: its `Content-Length`, the body
-/// limit for a chunked body, nothing when it has neither.
-fn body_to_read(app: &App, req: &Request) -> u64 {
-    match req.body_length() {
+/// Marks `req` in progress for the guard, with the body it still has to deliver: its
+/// `Content-Length`, the body limit for a chunked body, nothing when it has neither.
+fn begin(tracker: &Arc<Tracker>, app: &App, req: &Request) -> Visit {
+    let body = match req.body_length() {
         Some(len) => len as u64,
         None if crate::http::request::header(req, "transfer-encoding").is_some() => {
             app.max_body_bytes
         }
         None => 0,
-    }
+    };
+    tracker.begin(req.remote_addr().copied(), body)
 }
 
 /// Serves one request. Never panics: a panicking handler becomes a 500. `visit` marks the

@@ -177,6 +177,27 @@ fn healthz_answered_within(
     None
 }
 
+/// Sends 64 KiB chunks of `a` (an endless header value) on `stream` until a send fails, `cap`
+/// bytes have gone or 8 s have passed: the bytes sent, the failure, and how long it took.
+fn send_endless_header(
+    stream: &mut TcpStream,
+    cap: u64,
+) -> (u64, Option<std::io::Error>, Duration) {
+    let chunk = vec![b'a'; 64 * 1024];
+    let start = Instant::now();
+    let mut sent: u64 = 0;
+    let failure = loop {
+        if sent >= cap || start.elapsed() > Duration::from_secs(8) {
+            break None;
+        }
+        match stream.write_all(&chunk) {
+            Ok(()) => sent += chunk.len() as u64,
+            Err(e) => break Some(e),
+        }
+    };
+    (sent, failure, start.elapsed())
+}
+
 /// The resident set (`VmRSS`) and its peak (`VmHWM`) of process `pid`, in bytes.
 fn resident_bytes(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -424,24 +445,12 @@ fn an_endless_request_head_is_reset_before_it_costs_memory_and_a_head_under_the_
     stream
         .set_write_timeout(Some(Duration::from_secs(5)))
         .expect("set the write timeout");
-    let chunk = vec![b'a'; 64 * 1024];
 
     // Act: an endless header value, 64 KiB at a time, until a send fails.
-    let start = Instant::now();
-    let mut sent: u64 = 0;
-    let failure = match stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ") {
-        Err(e) => Some(e),
-        Ok(()) => loop {
-            if sent >= 64 * MIB || start.elapsed() > Duration::from_secs(8) {
-                break None;
-            }
-            match stream.write_all(&chunk) {
-                Ok(()) => sent += chunk.len() as u64,
-                Err(e) => break Some(e),
-            }
-        },
-    };
-    let took = start.elapsed();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        .expect("send the start of the head");
+    let (sent, failure, took) = send_endless_header(&mut stream, 64 * MIB);
     let (rss, peak) = resident_bytes(app.pid());
 
     // Assert
@@ -539,21 +548,9 @@ fn an_endless_head_pipelined_behind_a_response_the_client_does_not_take_is_reset
             .as_bytes(),
         )
         .expect("send the first request and the start of the second");
-    let chunk = vec![b'a'; 64 * 1024];
 
     // Act
-    let start = Instant::now();
-    let mut sent: u64 = 0;
-    let failure = loop {
-        if sent >= 256 * MIB || start.elapsed() > Duration::from_secs(8) {
-            break None;
-        }
-        match stream.write_all(&chunk) {
-            Ok(()) => sent += chunk.len() as u64,
-            Err(e) => break Some(e),
-        }
-    };
-    let took = start.elapsed();
+    let (sent, failure, took) = send_endless_header(&mut stream, 256 * MIB);
     let (rss, peak) = resident_bytes(app.pid());
 
     // Assert: reset once the head is over its allowance, whatever the first request is doing.
@@ -641,30 +638,9 @@ fn a_client_that_does_not_read_its_response_frees_the_only_worker_after_the_clie
     // Arrange: one worker, and a run whose events make a response of about 25 MB, far more
     // than the loopback socket buffers hold (4 MiB to send, a few KiB to receive below).
     let app = TestApp::spawn_with(&["--threads", "1", "--client-timeout-secs", "1"]);
-    let trace = app.new_run();
     let events = 25;
-    let blob = "x".repeat(1_000_000);
-    let logging = Instant::now();
-    for n in 0..events {
-        let resp = app.event(&json!({"event_type": "tool", "trace_id": trace,
-            "timestamp": 1678886405.123, "content": {"n": n, "blob": blob},
-            "schema": {"type": "object"}}));
-        assert_eq!(resp.status, 200, "event {n}: {}", resp.text());
-    }
-    println!("logged {events} events of 1 MB in {:?}", logging.elapsed());
-    let big = app.addr;
-    let sock = rustix::net::socket(
-        match big {
-            SocketAddr::V4(_) => rustix::net::AddressFamily::INET,
-            SocketAddr::V6(_) => rustix::net::AddressFamily::INET6,
-        },
-        rustix::net::SocketType::STREAM,
-        None,
-    )
-    .expect("a socket");
-    rustix::net::sockopt::set_socket_recv_buffer_size(&sock, 4096).expect("a small receive buffer");
-    rustix::net::connect(&sock, &big).expect("connect the client that does not read");
-    let mut lazy = TcpStream::from(sock);
+    let trace = run_with_large_events(&app, events);
+    let mut lazy = connect_with_small_receive_buffer(app.addr);
 
     // Act: ask for all of them, never read; then another client asks.
     lazy.write_all(
@@ -710,7 +686,7 @@ fn a_client_that_does_not_read_its_response_frees_the_only_worker_after_the_clie
         "the server has ended the connection it gave up writing to"
     );
     assert!(
-        (raw.len() as u64) < events * 1_000_000,
+        raw.len() < events * 1_000_000,
         "the response was cut short (the server gave up writing), got {} bytes",
         raw.len()
     );
