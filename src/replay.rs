@@ -225,7 +225,9 @@ impl<'p> Replayer<'p> {
                     action: &Action {
                         tool_name: &tool,
                         arguments: &check.content.value,
+                        arguments_text: &check.content.text,
                         schema: &schema,
+                        schema_text: &check.schema.text,
                     },
                 });
                 run.next_seq += 1;

@@ -536,7 +536,9 @@ fn handle_check(body: &[u8], cache: &SchemaCache, prompt: &str) -> Result<Verdic
         action: &Action {
             tool_name: tool,
             arguments: &check.content.value,
+            arguments_text: &check.content.text,
             schema: &schema,
+            schema_text: &check.schema.text,
         },
     });
     assert_verdict(&verdict, tool, &state);
@@ -1735,7 +1737,14 @@ proptest! {
         let hist = history(&items);
         let (state, verdict, again, other_engine, rebuilt_verdict) = timed("engine", || {
             let state = RunState::rebuild(&prompt, &policy, hist.clone());
-            let action = Action { tool_name: &tool, arguments: &args, schema: &compiled };
+            let (args_text, schema_text) = (args.to_string(), schema.to_string());
+            let action = Action {
+                tool_name: &tool,
+                arguments: &args,
+                arguments_text: &args_text,
+                schema: &compiled,
+                schema_text: &schema_text,
+            };
             let ctx = CheckContext { run: &run, state: &state, policy: &policy, action: &action };
             let engine = Engine::default();
             let verdict = engine.check(&ctx);

@@ -1,6 +1,11 @@
 //! Reading arguments: the string leaves of an arguments object (with the key each sits under),
-//! the value at a dotted path, and numbers written as numbers or as strings.
+//! the value at a dotted path, numbers written as numbers or as strings, and keys an object
+//! holds twice.
 
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 /// The most leaves looked at in one arguments object; the rest is ignored (bodies are capped
@@ -47,6 +52,106 @@ fn walk<'a>(v: &'a Value, path: String, key: &str, out: &mut Vec<StringLeaf<'a>>
             }
         }
         _ => {}
+    }
+}
+
+/// The most repeated keys [`duplicate_keys`] reports for one text.
+pub const MAX_DUPLICATES: usize = 20;
+
+/// JSON Pointers to the keys that occur more than once in the same object of the JSON `text`
+/// (once per extra occurrence, at most [`MAX_DUPLICATES`]). Parsers disagree on which of the
+/// values counts (serde_json, and so every rule here, and JavaScript take the last; others take
+/// the first or refuse), so `{"command": "rm -rf /", "command": "ls"}` can mean one thing to the
+/// check and another to the tool that runs it. Empty when there are none or `text` is not JSON.
+pub fn duplicate_keys(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut de = serde_json::Deserializer::from_str(text);
+    let walked = Repeats {
+        path: String::new(),
+        out: &mut out,
+    }
+    .deserialize(&mut de);
+    if walked.is_err() {
+        return Vec::new();
+    }
+    out
+}
+
+/// Walks one JSON value for [`duplicate_keys`], without building it.
+struct Repeats<'o> {
+    /// JSON Pointer to the value.
+    path: String,
+    out: &'o mut Vec<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for Repeats<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Repeats<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Repeats { path, out } = self;
+        let mut i = 0usize;
+        while seq
+            .next_element_seed(Repeats {
+                path: format!("{path}/{i}"),
+                out: &mut *out,
+            })?
+            .is_some()
+        {
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Repeats { path, out } = self;
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let here = format!("{path}/{}", key.replace('~', "~0").replace('/', "~1"));
+            if !seen.insert(key) && out.len() < MAX_DUPLICATES {
+                out.push(here.clone());
+            }
+            map.next_value_seed(Repeats {
+                path: here,
+                out: &mut *out,
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -110,6 +215,30 @@ pub fn in_domain(host: &str, domain: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn keys_an_object_holds_twice_are_found_at_any_depth() {
+        let cases: [(&str, &[&str]); 7] = [
+            (r#"{"command": "rm -rf /", "command": "ls"}"#, &["/command"]),
+            (r#"{"a": 1, "b": 2}"#, &[]),
+            (r#"{"a": {"x": 1}, "b": {"x": 2}}"#, &[]),
+            (
+                r#"{"p": [{"k": 1, "k": 2}], "q/r": {"~": 0, "~": 1}}"#,
+                &["/p/0/k", "/q~1r/~0"],
+            ),
+            (r#"{"a": 1, "a": 2, "a": 3}"#, &["/a", "/a"]),
+            (r#"[1, "x", null, true, 2.5, -3]"#, &[]),
+            ("not json", &[]),
+        ];
+        for (text, want) in cases {
+            assert_eq!(duplicate_keys(text), want.to_vec(), "{text}");
+        }
+        // Keys are compared after unescaping: "\u0061" is "a".
+        assert_eq!(duplicate_keys(r#"{"a": 1, "\u0061": 2}"#), vec!["/a"]);
+        let many: Vec<String> = (0..50).map(|i| format!("\"k\": {i}")).collect();
+        let text = format!("{{{}}}", many.join(", "));
+        assert_eq!(duplicate_keys(&text).len(), MAX_DUPLICATES);
+    }
 
     #[test]
     fn string_leaves_carry_their_path_and_nearest_key() {

@@ -76,8 +76,12 @@ pub struct Action<'a> {
     pub tool_name: &'a str,
     /// The proposed arguments.
     pub arguments: &'a Value,
+    /// The proposed arguments as sent (the JSON text `arguments` was parsed from).
+    pub arguments_text: &'a str,
     /// The compiled function definition.
     pub schema: &'a CompiledSchema,
+    /// The function definition as sent.
+    pub schema_text: &'a str,
 }
 
 /// Everything a rule may look at.
@@ -147,6 +151,9 @@ impl Engine {
             .iter()
             .flat_map(|rule| rule.evaluate(ctx))
             .collect();
+        for f in &mut findings {
+            mask_secrets_in(f);
+        }
         findings.sort_by(|a, b| (a.severity, a.rule).cmp(&(b.severity, b.rule)));
         let is_safe = !findings.iter().any(|f| f.severity == Severity::Block);
         let tool = ctx.action.tool_name;
@@ -168,6 +175,26 @@ impl Engine {
             consumed_approval: false,
         }
     }
+}
+
+/// Masks every secret a finding quotes, in its message and anywhere in its evidence.
+fn mask_secrets_in(finding: &mut Finding) {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::String(s) => {
+                if let Some(masked) = rules::detectors::mask_secrets(s) {
+                    *s = masked;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            Value::Object(map) => map.values_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    if let Some(masked) = rules::detectors::mask_secrets(&finding.message) {
+        finding.message = masked;
+    }
+    walk(&mut finding.evidence);
 }
 
 /// Builders for rule tests: a context around a tool call with defaults for the rest.
@@ -225,10 +252,13 @@ pub(crate) mod test_support {
                 .state
                 .clone()
                 .unwrap_or_else(|| RunState::new(self.prompt));
+            let (arguments_text, schema_text) = (args.to_string(), self.schema.to_string());
             let action = Action {
                 tool_name: tool,
                 arguments: &args,
+                arguments_text: &arguments_text,
                 schema: &schema,
+                schema_text: &schema_text,
             };
             f(&CheckContext {
                 run: &run,

@@ -167,7 +167,9 @@ fn judge(app: &App, e: &RunEntry, schema: &CompiledSchema, r: &RecordedCheck) ->
         action: &Action {
             tool_name: &r.tool_name,
             arguments: &r.check.content.value,
+            arguments_text: &r.check.content.text,
             schema,
+            schema_text: &r.check.schema.text,
         },
     })
 }

@@ -189,6 +189,94 @@ fn arguments_that_do_not_match_are_a_block_verdict_not_an_error() {
 }
 
 #[test]
+fn a_key_sent_twice_in_the_arguments_or_the_definition_is_a_block_verdict() {
+    let app = TestApp::spawn();
+    let trace = app.new_run();
+    let bash = json!({"type": "function", "name": "bash"}).to_string();
+    // (content, schema, where the repeated key is, why). The rules read the last value, so
+    // without this rule the first case is judged as `ls` (safe) while a runtime that keeps the
+    // first value runs `rm -rf /`.
+    let cases = [
+        (
+            r#"{"command": "rm -rf /", "command": "ls"}"#.to_string(),
+            bash.clone(),
+            "arguments",
+            "/command",
+            "a command sent twice",
+        ),
+        (
+            r#"{"amount": 100, "recipient": "a@example.com", "amount": 5}"#.to_string(),
+            transfer_schema().to_string(),
+            "arguments",
+            "/amount",
+            "an amount sent twice",
+        ),
+        (
+            r#"{"command": "ls"}"#.to_string(),
+            r#"{"type": "function", "name": "read_file", "name": "bash"}"#.to_string(),
+            "function definition",
+            "/name",
+            "a tool name sent twice",
+        ),
+    ];
+    for (content, schema, place, key, why) in cases {
+        // Act
+        let resp = app.check(&json!({"event_type": "action_check", "trace_id": trace,
+            "timestamp": 1678886415.0, "content": content, "schema": schema}));
+
+        // Assert
+        let (is_safe, _, findings) = verdict(&resp, why);
+        assert!(!is_safe, "{why}: unsafe");
+        let f = findings
+            .iter()
+            .find(|f| f["rule"] == "json.duplicate_key")
+            .unwrap_or_else(|| panic!("{why}: a json.duplicate_key finding in {findings:?}"));
+        assert_eq!(f["severity"], "block", "{why}");
+        assert_eq!(f["evidence"], json!({"in": place, "keys": [key]}), "{why}");
+    }
+    // The same arguments with each key once are judged on their merits.
+    let (is_safe, _, _) = verdict(
+        &app.check(&json!({"event_type": "action_check", "trace_id": trace,
+            "timestamp": 1678886415.0, "content": r#"{"command": "ls"}"#, "schema": bash})),
+        "each key once",
+    );
+    assert!(is_safe, "ls alone is safe");
+}
+
+#[test]
+fn a_secret_is_masked_in_every_finding_that_quotes_it() {
+    let app = TestApp::spawn();
+    let trace = app.new_run();
+    let token = format!("ghp_{}", "A1b2C3d4".repeat(5));
+    let schema = json!({"type": "function", "name": "lookup", "parameters": {"type": "object",
+        "properties": {"n": {"type": "integer"}, "url": {"type": "string"}}}});
+    let args = json!({"n": token, "url": format!("http://169.254.169.254/latest?token={token}")});
+
+    // Act
+    let resp = app.check(&json!({"event_type": "action_check", "trace_id": trace,
+        "timestamp": 1678886415.0, "content": args.to_string(), "schema": schema.to_string()}));
+
+    // Assert
+    let (is_safe, reasoning, findings) = verdict(&resp, "secret in a mismatched argument");
+    assert!(!is_safe);
+    let rules: Vec<&str> = findings.iter().filter_map(|f| f["rule"].as_str()).collect();
+    for rule in ["schema.mismatch", "detect.secret", "detect.network"] {
+        assert!(rules.contains(&rule), "{rule} fires: {rules:?}");
+    }
+    assert!(
+        !resp.text().contains(&token),
+        "the token appears nowhere: {}",
+        resp.text()
+    );
+    assert!(!reasoning.contains(&token[8..]), "nor in the reasoning");
+    assert!(
+        resp.text().contains("ghp_…"),
+        "it is shown masked: {}",
+        resp.text()
+    );
+}
+
+#[test]
 fn a_check_is_stored_with_its_verdict_and_tool_name() {
     let app = TestApp::spawn();
     let trace = app.new_run();

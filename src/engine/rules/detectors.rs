@@ -1803,6 +1803,37 @@ fn find_secret(text: &str) -> Option<(&'static str, &str)> {
     })
 }
 
+/// `text` with every secret in it shown as [`mask`] shows it; `None` when it holds none.
+/// Findings of any rule may quote an argument (a schema violation quotes the value, a network
+/// finding the URL), and the secret must not come back in the verdict through them.
+pub fn mask_secrets(text: &str) -> Option<String> {
+    let mut spans: Vec<(usize, usize)> = SECRET_PATTERNS
+        .iter()
+        .flat_map(|(re, _)| {
+            re.captures_iter(text).filter_map(|c| {
+                let m = c.get(1).or_else(|| c.get(0))?;
+                Some((m.start(), m.end()))
+            })
+        })
+        .collect();
+    if spans.is_empty() {
+        return None;
+    }
+    spans.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut done = 0;
+    for (start, end) in spans {
+        if start >= done {
+            out.push_str(&text[done..start]);
+            out.push_str(&mask(&text[start..end]));
+        }
+        // An overlapping match hides the rest of itself too.
+        done = done.max(end);
+    }
+    out.push_str(&text[done..]);
+    Some(out)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Network
 // ---------------------------------------------------------------------------------------------
@@ -2088,6 +2119,24 @@ mod tests {
     /// The findings of `rule` for `tool` called with `args` under the default policy.
     fn run(rule: &dyn Rule, tool: &str, args: Value) -> Vec<Finding> {
         Case::default().findings(rule, tool, args)
+    }
+
+    #[test]
+    fn every_secret_in_a_text_is_masked_and_the_rest_is_kept() {
+        let gh = format!("ghp_{}", "x1".repeat(20));
+        let aws = "AKIAABCDEFGHIJKLMNOP";
+        let cases = [
+            (
+                format!("token {gh} here"),
+                Some("token ghp_… here".to_string()),
+            ),
+            (format!("{aws}/{gh}"), Some("AKIA…/ghp_…".to_string())),
+            ("no secret, ghp_short".to_string(), None),
+            (format!("«{gh}»"), Some("«ghp_…»".to_string())),
+        ];
+        for (text, want) in cases {
+            assert_eq!(mask_secrets(&text), want, "{text}");
+        }
     }
 
     /// Asserts that every case gives exactly one finding, at `path`, of `kind`.

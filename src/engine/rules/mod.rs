@@ -4,6 +4,7 @@
 pub mod args_rules;
 pub mod context;
 pub mod detectors;
+pub mod duplicate_keys;
 pub mod loop_repeat;
 pub mod prompt_rules;
 pub mod schema_mismatch;
@@ -15,6 +16,7 @@ use super::Rule;
 pub fn all() -> Vec<Box<dyn Rule>> {
     vec![
         Box::new(schema_mismatch::SchemaMismatch),
+        Box::new(duplicate_keys::DuplicateKeys),
         Box::new(tools::ToolLists),
         Box::new(args_rules::ArgConstraints),
         Box::new(loop_repeat::LoopRepeat),
