@@ -156,12 +156,37 @@ pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError>
     serde_json::from_slice(body).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
-            Category::Data => ApiError::invalid_json("request body must be a JSON object"),
+            Category::Data => match repeated_field(&e) {
+                Some(field) => ApiError::invalid_json(format!(
+                    "request body has the field {field} more than once; send each field once"
+                ))
+                .with_param(field),
+                None => ApiError::invalid_json("request body must be a JSON object"),
+            },
             Category::Io | Category::Syntax | Category::Eof => {
                 ApiError::invalid_json(format!("request body is not valid JSON: {e}"))
             }
         }
     })
+}
+
+/// Every field of the request bodies parsed by [`parse_json`].
+const BODY_FIELDS: &[&str] = &[
+    "agent_id",
+    "timestamp",
+    "system_prompt",
+    "trace_id",
+    "event_type",
+    "content",
+    "schema",
+];
+
+/// The field serde reports as given twice ("duplicate field `timestamp`"). serde names only
+/// fields of the wire structs, never the client's other keys.
+fn repeated_field(e: &serde_json::Error) -> Option<&'static str> {
+    let message = e.to_string();
+    let name = message.strip_prefix("duplicate field `")?.split('`').next()?;
+    BODY_FIELDS.iter().copied().find(|f| *f == name)
 }
 
 /// Compiles the `schema` field, or takes it from the cache (INVALID_SCHEMA when it is not a

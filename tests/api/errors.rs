@@ -307,6 +307,43 @@ fn malformed_bodies_are_invalid_json_on_every_post_route() {
 }
 
 #[test]
+fn a_field_sent_twice_is_invalid_json_naming_the_field() {
+    // Arrange
+    let app = TestApp::spawn();
+    let trace = app.new_run();
+    let cases = [
+        (
+            "/v1/register-agent-run",
+            r#"{"agent_id": "a", "timestamp": "2024-01-15T14:30:45Z", "system_prompt": "p",
+                "timestamp": "2025-01-15T14:30:45Z"}"#
+                .to_string(),
+            "timestamp",
+        ),
+        (
+            "/v1/event",
+            format!(
+                r#"{{"event_type": "user", "trace_id": "{trace}", "timestamp": 1.0,
+                    "content": "{{}}", "schema": "{{}}", "content": "{{\"a\": 1}}"}}"#
+            ),
+            "content",
+        ),
+    ];
+    for (route, body, field) in cases {
+        // Act
+        let resp = app.post_raw(route, Some("application/json"), body.as_bytes());
+
+        // Assert
+        let err = resp.assert_error(400, "INVALID_JSON", Some(field), route);
+        let message = err["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(field) && message.contains("more than once"),
+            "{route}: {message}"
+        );
+        assert_envelope(&resp, route);
+    }
+}
+
+#[test]
 fn unknown_paths_are_route_not_found_with_the_envelope() {
     // Arrange
     let app = TestApp::spawn();
