@@ -463,10 +463,23 @@ fn handle(app: &App, mut req: Request, visit: Visit) {
     let announced = req.body_length().map_or(0, |l| l as u64);
     let mut body_read = announced <= 1024;
     let mut label = "unmatched";
-    let reply = if announced > app.max_body_bytes.max(MAX_DRAIN_BYTES) {
-        // Never route it: answer at once and do not let tiny_http drain it.
+    let framing = crate::http::request::framing_problem(
+        req.headers()
+            .iter()
+            .map(|h| (h.field.as_str().as_str(), h.value.as_str())),
+        app.max_body_bytes,
+    );
+    let reply = if let Some(err) = framing {
+        Reply::from_error(&err)
+    } else if announced > app.max_body_bytes.max(MAX_DRAIN_BYTES) {
+        // Never handle it: answer at once and do not let tiny_http drain it. A path that is not
+        // a route is still a 404 (or 405), as for any other body.
         log::warn!("request {rid}: Content-Length {announced} is far over the limit");
-        Reply::from_error(&ApiError::payload_too_large(app.max_body_bytes))
+        let err = match route(&method, req.url()) {
+            Ok(_) => ApiError::payload_too_large(app.max_body_bytes),
+            Err(e) => e,
+        };
+        Reply::from_error(&err)
     } else {
         let mut decision = None;
         let outcome = catch_unwind(AssertUnwindSafe(|| {

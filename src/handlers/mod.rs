@@ -185,7 +185,10 @@ const BODY_FIELDS: &[&str] = &[
 /// fields of the wire structs, never the client's other keys.
 fn repeated_field(e: &serde_json::Error) -> Option<&'static str> {
     let message = e.to_string();
-    let name = message.strip_prefix("duplicate field `")?.split('`').next()?;
+    let name = message
+        .strip_prefix("duplicate field `")?
+        .split('`')
+        .next()?;
     BODY_FIELDS.iter().copied().find(|f| *f == name)
 }
 

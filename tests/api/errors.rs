@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Resp, Storage, TestApp, count_rows, database_of, head_end, parse_response, pg_connect,
+    Resp, Storage, TestApp, count_rows, database_of, head_end, http, parse_response, pg_connect,
     skip_on_postgres, skip_without_postgres, transfer_check, user_event,
 };
 
@@ -344,6 +344,76 @@ fn a_field_sent_twice_is_invalid_json_naming_the_field() {
 }
 
 #[test]
+fn a_body_framed_ambiguously_is_refused_and_nothing_is_stored() {
+    // Arrange
+    let app = TestApp::spawn();
+    let body = registration().to_string();
+    let len = body.len().to_string();
+    let json = ("Content-Type", "application/json");
+    // (headers, status, code, a word the message must hold)
+    let cases = [
+        (
+            headers(&[json, ("Content-Length", "5"), ("Content-Length", &len)]),
+            400,
+            "INVALID_JSON",
+            "more than one",
+        ),
+        (
+            headers(&[
+                json,
+                ("Content-Length", &len),
+                ("Transfer-Encoding", "chunked"),
+            ]),
+            400,
+            "INVALID_JSON",
+            "both",
+        ),
+        (
+            headers(&[json, ("Content-Length", "-1")]),
+            400,
+            "INVALID_JSON",
+            "decimal",
+        ),
+        (
+            headers(&[json, ("Content-Length", "99999999999999999999")]),
+            413,
+            "PAYLOAD_TOO_LARGE",
+            "limit",
+        ),
+        (
+            headers(&[json, ("Content-Length", &len), ("Content-Encoding", "gzip")]),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "uncompressed",
+        ),
+    ];
+    for (headers, status, code, word) in cases {
+        // Act
+        let resp = http(
+            app.addr,
+            "POST",
+            "/v1/register-agent-run",
+            &headers,
+            body.as_bytes(),
+        );
+
+        // Assert
+        let case = format!("{headers:?}");
+        let err = resp.assert_error(status, code, None, &case);
+        assert!(
+            err["message"].as_str().is_some_and(|m| m.contains(word)),
+            "{case}: {err}"
+        );
+        assert_envelope(&resp, &case);
+    }
+    assert_eq!(
+        count_rows(&app, "runs"),
+        0,
+        "no request was taken as a registration"
+    );
+}
+
+#[test]
 fn unknown_paths_are_route_not_found_with_the_envelope() {
     // Arrange
     let app = TestApp::spawn();
@@ -583,6 +653,33 @@ fn an_absurd_announced_content_length_is_413_and_the_server_lives_on() {
             again.text()
         );
     }
+}
+
+#[test]
+fn an_absurd_body_sent_to_an_unknown_path_is_still_route_not_found() {
+    // Arrange
+    let app = TestApp::spawn_with(&["--max-body-bytes", "1000"]);
+    let raw = String::from_utf8(announcing(app.addr, "20000000"))
+        .expect("ascii")
+        .replace("/v1/register-agent-run", "/v1/nope");
+
+    // Act
+    let got = send_and_read(
+        app.addr,
+        raw.as_bytes(),
+        response_complete,
+        Duration::from_secs(3),
+    );
+
+    // Assert
+    let resp = parse_response(&got.bytes);
+    resp.assert_error(
+        404,
+        "ROUTE_NOT_FOUND",
+        None,
+        "an unknown path with 20 MB announced",
+    );
+    assert_envelope(&resp, "an unknown path with 20 MB announced");
 }
 
 #[test]
