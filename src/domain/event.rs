@@ -146,6 +146,9 @@ const SCHEMA: FieldRule = FieldRule {
     wrong_type: "schema must be a string holding a JSON Schema, or a JSON object",
 };
 
+/// How deep serde_json lets arrays and objects nest (its fixed recursion limit).
+pub const MAX_NESTING: usize = 127;
+
 impl JsonField {
     /// Reads a field sent as a string holding JSON, or as JSON directly, keeping its text.
     fn parse(raw: Option<&RawValue>, rule: &FieldRule) -> Result<Self, FieldError> {
@@ -160,9 +163,21 @@ impl JsonField {
         } else {
             return Err(FieldError::Invalid(field, rule.wrong_type.to_string()));
         };
-        let value = serde_json::from_str(&text).map_err(|e| match form {
-            JsonForm::String => (rule.not_json)(e),
-            JsonForm::Json => FieldError::Invalid(field, format!("{field} is not JSON: {e}")),
+        let value = serde_json::from_str(&text).map_err(|e| {
+            if e.to_string().starts_with("recursion limit exceeded") {
+                // serde_json's bound; the text may well be JSON.
+                let why = format!(
+                    "{field} nests arrays and objects more than {MAX_NESTING} levels deep"
+                );
+                return match rule.field {
+                    "schema" => FieldError::InvalidSchema(why),
+                    _ => FieldError::Invalid(field, why),
+                };
+            }
+            match form {
+                JsonForm::String => (rule.not_json)(e),
+                JsonForm::Json => FieldError::Invalid(field, format!("{field} is not JSON: {e}")),
+            }
         })?;
         Ok(JsonField { text, form, value })
     }
@@ -340,6 +355,7 @@ impl EventWire<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn now() -> OffsetDateTime {
         OffsetDateTime::UNIX_EPOCH
@@ -358,6 +374,23 @@ mod tests {
     }
 
     const TRACE: &str = "f4f4f4f4-f4f4-f4f4-f4f4-f4f4f4f4f4f4";
+
+    #[test]
+    fn content_nested_past_the_parser_limit_is_named_as_such() {
+        let nested = |depth: usize| {
+            let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let body = json!({"event_type": "user", "trace_id": TRACE, "timestamp": 1.0,
+                              "content": text, "schema": "{}"});
+            event(&body.to_string())
+        };
+        assert!(nested(MAX_NESTING).is_ok());
+        match nested(MAX_NESTING + 1) {
+            Err(FieldError::Invalid("content", why)) => {
+                assert!(why.contains("more than 127 levels"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn a_run_gets_a_random_trace_id_unless_the_client_chose_one() {
