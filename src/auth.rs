@@ -49,6 +49,12 @@ impl KeyType {
         Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
 
+    /// Whether keys of this type have rate limits at all (and so may override them with
+    /// `--rpm`/`--rph`): every type but admin.
+    pub fn may_be_limited(self) -> bool {
+        self != KeyType::Admin
+    }
+
     /// The key prefix that shows the type at a glance.
     pub fn prefix(self) -> &'static str {
         match self {
@@ -118,8 +124,13 @@ pub struct ApiKey {
 }
 
 impl ApiKey {
-    /// The limits in force: the key's overrides, else its type's defaults.
+    /// The limits in force: the key's overrides, else its type's defaults. Admin keys have
+    /// none whatever their row says: `keys create` refuses `--rpm`/`--rph` for them, and a row
+    /// written otherwise (by hand, or by a runwarden that allowed it) must not limit them.
     pub fn limits(&self) -> Limits {
+        if !self.key_type.may_be_limited() {
+            return Limits::new(None, None);
+        }
         let d = self.key_type.default_limits();
         Limits::new(self.rpm.or(d.per_minute), self.rph.or(d.per_hour))
     }
@@ -260,6 +271,23 @@ mod tests {
             revoked_at: None,
         };
         assert_eq!(key.limits(), Limits::new(Some(5), Some(1000)));
+    }
+
+    #[test]
+    fn an_admin_key_is_unlimited_even_with_limits_in_its_row() {
+        let key = ApiKey {
+            id: "key_1".into(),
+            project: "p".into(),
+            key_type: KeyType::Admin,
+            name: None,
+            rpm: Some(1),
+            rph: Some(2),
+            created_at: String::new(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        assert_eq!(key.limits(), Limits::new(None, None));
+        assert_eq!(Principal::from_key(&key).limits, Limits::new(None, None));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Settings of `runwarden serve`, and the names of the environment variables that set them.
 //! The CLI (`cli.rs`) reads flags and these variables with clap; this module owns the
-//! validated result.
+//! validated result, and knows which files make up a SQLite database ([`Database::file_named`]),
+//! so that no command writes its output over them.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Environment variables, one per `serve` flag. `RUST_LOG` sets the log level.
@@ -18,11 +19,13 @@ pub mod vars {
     pub const THREADS: &str = "RUNWARDEN_THREADS";
     /// `--max-body-bytes`: the request body cap.
     pub const MAX_BODY_BYTES: &str = "RUNWARDEN_MAX_BODY_BYTES";
-    /// `--busy-timeout-ms`: how long a write waits for a database lock held by another process.
+    /// `--busy-timeout-ms`: how long a write waits for a lock held by another process (SQLite)
+    /// or another transaction (PostgreSQL's `lock_timeout`).
     pub const BUSY_TIMEOUT_MS: &str = "RUNWARDEN_BUSY_TIMEOUT_MS";
     /// `--write-batch`: the most writes committed in one transaction.
     pub const WRITE_BATCH: &str = "RUNWARDEN_WRITE_BATCH";
-    /// `--allow-open`: serve without API keys on a non-loopback address.
+    /// `--allow-open`: serve without API keys on a non-loopback address. Read as a boolean:
+    /// `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`.
     pub const ALLOW_OPEN: &str = "RUNWARDEN_ALLOW_OPEN";
     /// `--idempotency-ttl-secs`: how long `Idempotency-Key` answers are kept.
     pub const IDEMPOTENCY_TTL_SECS: &str = "RUNWARDEN_IDEMPOTENCY_TTL_SECS";
@@ -57,6 +60,75 @@ impl std::fmt::Display for Database {
     }
 }
 
+/// The files SQLite keeps beside a database while it is open or after a crash: the WAL, its
+/// index, and the rollback journal. Writing over any of them damages the database.
+pub const SQLITE_COMPANIONS: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+impl Database {
+    /// Which file of this SQLite database `path` names, if it names one: `""` for the database
+    /// file itself, or its companion's suffix (`"-wal"`, `"-shm"`, `"-journal"`). Paths are
+    /// compared canonically (symbolic links, `..`, relative paths resolved; the file need not
+    /// exist), and when both files exist also by device and inode, so that a hard link is
+    /// caught too. Always `None` for PostgreSQL. `backup` and `export` refuse such an output
+    /// before they create or truncate anything.
+    pub fn file_named(&self, path: &Path) -> Option<&'static str> {
+        let Database::Sqlite(db) = self else {
+            return None;
+        };
+        let wanted = resolved(path);
+        // SQLite names the companions after the path it opened, which follows a symbolic link
+        // to the database; both spellings are checked.
+        let mut bases = vec![resolved(db)];
+        if let Ok(target) = std::fs::canonicalize(db)
+            && !bases.contains(&target)
+        {
+            bases.push(target);
+        }
+        for base in bases {
+            for suffix in std::iter::once("").chain(SQLITE_COMPANIONS) {
+                let mut name = base.clone().into_os_string();
+                name.push(suffix);
+                let candidate = PathBuf::from(name);
+                if resolved(&candidate) == wanted || same_file(&candidate, path) {
+                    return Some(suffix);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// `path` made absolute with every symbolic link resolved, also when the file itself does not
+/// exist (its directory is resolved, its name kept).
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or(absolute.clone()),
+        _ => absolute,
+    }
+}
+
+/// Whether both paths exist and are one file (same device and inode).
+#[cfg(unix)]
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Without inodes, only the canonical comparison applies.
+#[cfg(not(unix))]
+fn same_file(_: &Path, _: &Path) -> bool {
+    false
+}
+
 /// Validated settings of the server.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -68,7 +140,8 @@ pub struct ServeConfig {
     pub threads: usize,
     /// The largest accepted request body.
     pub max_body_bytes: u64,
-    /// How long a write waits for a lock held by another process before answering 503.
+    /// How long a write waits for a lock held by another process (SQLite) or another
+    /// transaction (PostgreSQL's `lock_timeout`) before answering 503.
     pub busy_timeout: Duration,
     /// The most writes committed in one transaction (1: one transaction per write).
     pub write_batch: usize,
@@ -93,4 +166,62 @@ pub struct ServeConfig {
 pub fn default_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     (cores * 8).clamp(8, 64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory of its own under the OS temp dir.
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rw-config-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("create the directory");
+        d
+    }
+
+    #[test]
+    fn the_database_and_its_companions_are_named_also_through_other_spellings() {
+        let d = dir("named");
+        let db = d.join("live.db");
+        std::fs::write(&db, b"x").expect("write");
+        let database = Database::Sqlite(db.clone());
+        let cases: [(PathBuf, Option<&str>); 6] = [
+            (db.clone(), Some("")),
+            (d.join("sub/../live.db"), Some("")),
+            (d.join("live.db-wal"), Some("-wal")),
+            (d.join("live.db-shm"), Some("-shm")),
+            (d.join("live.db-journal"), Some("-journal")),
+            (d.join("live.db.jsonl"), None),
+        ];
+        std::fs::create_dir_all(d.join("sub")).expect("mkdir");
+        for (path, expected) in cases {
+            assert_eq!(database.file_named(&path), expected, "{}", path.display());
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_to_the_database_are_named() {
+        let d = dir("links");
+        let db = d.join("live.db");
+        std::fs::write(&db, b"x").expect("write");
+        std::fs::hard_link(&db, d.join("hard")).expect("hard link");
+        std::os::unix::fs::symlink(&db, d.join("soft")).expect("symlink");
+        let database = Database::Sqlite(db);
+        assert_eq!(database.file_named(&d.join("hard")), Some(""));
+        assert_eq!(database.file_named(&d.join("soft")), Some(""));
+        // A database opened through a symbolic link keeps its companions beside the target.
+        let through_link = Database::Sqlite(d.join("soft"));
+        assert_eq!(
+            through_link.file_named(&d.join("live.db-wal")),
+            Some("-wal")
+        );
+    }
+
+    #[test]
+    fn postgresql_has_no_files() {
+        let database = Database::Postgres("postgres://x@h/db".into());
+        assert_eq!(database.file_named(Path::new("runwarden.db")), None);
+    }
 }

@@ -248,6 +248,12 @@ impl<'p> Replayer<'p> {
         }
     }
 
+    /// How many sessions (valid `run` records) the lines so far held. `runwarden replay`
+    /// fails a file with none: it checked nothing.
+    pub fn sessions(&self) -> usize {
+        self.runs.len()
+    }
+
     fn run(&mut self, trace_id: TraceId) -> Result<&mut ReplayRun, String> {
         self.runs
             .get_mut(&trace_id)
@@ -708,6 +714,18 @@ mod tests {
     fn blank_and_comment_lines_are_skipped() {
         let out = replay(&["".into(), "// a comment".into(), run_line()]);
         assert!(out.iter().all(|r| matches!(r, Ok(None))));
+    }
+
+    #[test]
+    fn sessions_count_the_valid_run_records() {
+        let policy = Policy::default();
+        let mut r = Replayer::new(&policy);
+        assert_eq!(r.sessions(), 0);
+        let _ = r.line(1, "// only a comment");
+        let _ = r.line(2, r#"{"kind":"run"}"#);
+        assert_eq!(r.sessions(), 0, "an invalid run is no session");
+        let _ = r.line(3, &run_line());
+        assert_eq!(r.sessions(), 1);
     }
 
     #[test]

@@ -166,9 +166,8 @@ impl JsonField {
         let value = serde_json::from_str(&text).map_err(|e| {
             if e.to_string().starts_with("recursion limit exceeded") {
                 // serde_json's bound; the text may well be JSON.
-                let why = format!(
-                    "{field} nests arrays and objects more than {MAX_NESTING} levels deep"
-                );
+                let why =
+                    format!("{field} nests arrays and objects more than {MAX_NESTING} levels deep");
                 return match rule.field {
                     "schema" => FieldError::InvalidSchema(why),
                     _ => FieldError::Invalid(field, why),

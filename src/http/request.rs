@@ -190,7 +190,8 @@ mod tests {
     fn only_one_plain_framing_is_accepted() {
         let max = 1000;
         // (headers, the error code expected, or None)
-        let cases: [(&[(&str, &str)], Option<ErrorCode>); 14] = [
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Headers, Option<ErrorCode>); 14] = [
             (&[], None),
             (&[("Content-Length", "12")], None),
             (&[("content-length", " 1000 ")], None),

@@ -909,17 +909,25 @@ pub fn backup(source: &Path, out: &Path, force: bool) -> Result<BackupReport, St
 
 /// Refuses a backup target that must not be replaced.
 fn check_backup_target(source: &Path, out: &Path, force: bool) -> Result<(), String> {
+    // The database or one of its companions, also through a link (shared with `export -o`).
+    match crate::config::Database::Sqlite(source.to_path_buf()).file_named(out) {
+        None => {}
+        Some("") => {
+            return Err(format!(
+                "{} is the database being backed up; choose another file",
+                out.display()
+            ));
+        }
+        Some(companion) => {
+            return Err(format!(
+                "{} is the {companion} file of the database being backed up; choose another file",
+                out.display()
+            ));
+        }
+    }
     let Ok(meta) = std::fs::symlink_metadata(out) else {
         return Ok(());
     };
-    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(source), std::fs::canonicalize(out))
-        && a == b
-    {
-        return Err(format!(
-            "{} is the database being backed up; choose another file",
-            out.display()
-        ));
-    }
     if !force {
         return Err(format!(
             "{} exists; pass --force to replace it",

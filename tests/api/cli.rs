@@ -5,18 +5,19 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::helpers::{
-    BIN, Storage, TestApp, assert_one_error_line, database_of, fresh_dir, http, on_postgres,
-    parse_startup_line, pg_admin_url, run_to_exit, signal, skip_on_postgres, url_with_database,
+    BIN, RATE_HEADERS, Storage, TestApp, assert_one_error_line, avoid_window_end, create_key,
+    database_of, fresh_dir, http, on_postgres, parse_startup_line, pg_admin_url, run_to_exit,
+    signal, skip_on_postgres, transfer_check, url_with_database,
 };
 
-const VARS: [&str; 7] = [
+const VARS: [&str; 9] = [
     "RUNWARDEN_ADDR",
     "RUNWARDEN_DB",
     "RUNWARDEN_DATABASE_URL",
@@ -24,6 +25,8 @@ const VARS: [&str; 7] = [
     "RUNWARDEN_MAX_BODY_BYTES",
     "RUNWARDEN_BUSY_TIMEOUT_MS",
     "RUNWARDEN_WRITE_BATCH",
+    "RUNWARDEN_ALLOW_OPEN",
+    "RUNWARDEN_POLICY",
 ];
 
 /// The binary with `args`, run in `dir` with no RUNWARDEN_* variables but `env`, and
@@ -39,6 +42,64 @@ fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     }
     cmd
 }
+
+/// Runs `cmd` to completion with its output captured (at most 10 s; it is killed and the test
+/// fails after that).
+fn output_of(mut cmd: Command) -> std::process::Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start runwarden");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(output) => output.expect("collect the output"),
+        Err(_) => {
+            signal(pid, "KILL");
+            panic!("runwarden did not exit within 10 s");
+        }
+    }
+}
+
+/// The text of stdout and of stderr.
+fn texts(output: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Asserts a usage error: exit code 2, clap's message and hint on stderr, no panic; returns
+/// stderr.
+#[track_caller]
+fn assert_usage_error(output: &std::process::Output, case: &str) -> String {
+    let (_, stderr) = texts(output);
+    assert_eq!(output.status.code(), Some(2), "{case}: exit code; {stderr}");
+    assert!(stderr.starts_with("error: "), "{case}: {stderr}");
+    assert!(
+        stderr.contains("For more information, try '--help'."),
+        "{case}: clap's hint: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{case}: {stderr}");
+    stderr
+}
+
+/// `path` as a `&str`.
+fn s(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// Environment variables of a command: (name, value).
+type Env<'a> = &'a [(&'a str, &'a str)];
+
+/// A URL of a PostgreSQL database that nobody serves (nothing listens on the discard port),
+/// so a command that uses it fails at once, naming it.
+const UNREACHABLE_URL: &str = "postgres://rw@127.0.0.1:9/rw_nowhere";
 
 /// A server started by a test with its own arguments and environment.
 struct Started {
@@ -463,5 +524,626 @@ fn a_second_serve_on_the_same_database_refuses_to_start() {
     assert!(
         keys.status.success(),
         "key commands still work beside the server"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit of the command line: each test below failed before its fix.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn export_refuses_an_output_that_is_its_own_database_or_a_companion_of_it() {
+    if skip_on_postgres("the SQLite file and its -wal, -shm and -journal companions") {
+        return;
+    }
+    // Arrange: a server running on the database, with a run; links and another spelling of
+    // the database's path.
+    let app = TestApp::spawn();
+    let trace = app.new_run();
+    let db = app.db_file().to_path_buf();
+    let dir = db.parent().expect("the database's directory").to_path_buf();
+    let beside = |suffix: &str| PathBuf::from(format!("{}{suffix}", db.display()));
+    let hard = dir.join("hard-link.db");
+    std::fs::hard_link(&db, &hard).expect("a hard link to the database");
+    let soft = dir.join("soft-link.db");
+    std::os::unix::fs::symlink(&db, &soft).expect("a symbolic link to the database");
+    std::fs::create_dir_all(dir.join("sub")).expect("a subdirectory");
+    let respelled = dir
+        .join("sub")
+        .join("..")
+        .join(db.file_name().expect("a file name"));
+    assert!(
+        beside("-wal").exists() && beside("-shm").exists(),
+        "the running server keeps its -wal and -shm"
+    );
+    let cases = [
+        (db.clone(), "the database itself"),
+        (beside("-wal"), "its write-ahead log"),
+        (beside("-shm"), "its WAL index"),
+        (beside("-journal"), "its rollback journal, absent"),
+        (hard, "a hard link to it"),
+        (soft, "a symbolic link to it"),
+        (respelled, "another spelling of its path"),
+    ];
+
+    for (out, why) in cases {
+        let existed = out.exists();
+
+        // Act
+        let output = run_to_exit(&["export", "--all", "--db", s(&db), "-o", s(&out)]);
+
+        // Assert
+        let line = assert_one_error_line(&output, why);
+        assert!(
+            line.contains("of the database being exported") || line.contains("is the database"),
+            "{why}: says it is the database: {line}"
+        );
+        assert!(
+            std::fs::metadata(&db).expect("the database").len() > 0,
+            "{why}: the database was truncated"
+        );
+        assert_eq!(out.exists(), existed, "{why}: nothing created");
+    }
+    assert_eq!(
+        app.get(&format!("/v1/runs/{trace}")).status,
+        200,
+        "the server still serves its run"
+    );
+    let elsewhere = dir.join("all.jsonl");
+    let ok = run_to_exit(&["export", "--all", "--db", s(&db), "-o", s(&elsewhere)]);
+    assert!(ok.status.success(), "{:?}", texts(&ok));
+    let exported = std::fs::read_to_string(&elsewhere).expect("the export");
+    assert!(exported.contains(&trace), "{exported}");
+}
+
+#[test]
+fn commands_that_only_read_refuse_a_database_file_that_does_not_exist() {
+    if skip_on_postgres("a SQLite file that does not exist") {
+        return;
+    }
+    // Arrange
+    let dir = fresh_dir("cli-missing-db");
+    let typo = dir.join("typo.db");
+    let cases: [(&[&str], &str); 5] = [
+        (&["runs", "list"], "runs list"),
+        (
+            &["runs", "show", "f4f4f4f4-f4f4-f4f4-f4f4-f4f4f4f4f4f4"],
+            "runs show",
+        ),
+        (&["export", "--all"], "export"),
+        (&["keys", "list"], "keys list"),
+        (&["keys", "revoke", "key_000000000000"], "keys revoke"),
+    ];
+
+    for (args, why) in cases {
+        // Act
+        let output = run_to_exit(&[args, &["--db", s(&typo)][..]].concat());
+
+        // Assert
+        let line = assert_one_error_line(&output, why);
+        assert!(line.contains(s(&typo)), "{why}: names the path: {line}");
+        assert!(
+            line.contains("runwarden serve"),
+            "{why}: says what creates it: {line}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .expect("list the directory")
+            .map(|e| e.expect("an entry").file_name())
+            .collect();
+        assert!(left.is_empty(), "{why}: nothing created: {left:?}");
+    }
+
+    // The commands that create a database still do.
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(&empty, "").expect("write an empty export");
+    let created: [(&[&str], &str, &str); 2] = [
+        (
+            &["keys", "create", "--project", "p", "--type", "production"],
+            "by-keys-create.db",
+            "keys create",
+        ),
+        (&["import", s(&empty)], "by-import.db", "import"),
+    ];
+    for (args, name, why) in created {
+        let path = dir.join(name);
+        let output = run_to_exit(&[args, &["--db", s(&path)][..]].concat());
+        assert!(output.status.success(), "{why}: {:?}", texts(&output));
+        assert!(path.exists(), "{why} creates the database");
+    }
+}
+
+#[test]
+fn a_database_url_wins_over_runwarden_db_and_conflicts_with_a_typed_db() {
+    // Arrange: a file the URL must win over; UNREACHABLE_URL fails at once, naming itself,
+    // which shows that it was the database used.
+    let dir = fresh_dir("cli-db-sources");
+    let file = dir.join("from-db.db");
+    let file = s(&file);
+    let url = UNREACHABLE_URL;
+
+    // Both typed: a usage error, as before.
+    let both = output_of(command(
+        &dir,
+        &["runs", "list", "--db", file, "--database-url", url],
+        &[],
+    ));
+    let stderr = assert_usage_error(&both, "--db and --database-url typed");
+    assert!(
+        stderr.contains("--db") && stderr.contains("--database-url"),
+        "{stderr}"
+    );
+
+    // --db typed, the URL from the environment: a usage error naming the variable.
+    let typed_db = output_of(command(
+        &dir,
+        &["runs", "list", "--db", file],
+        &[("RUNWARDEN_DATABASE_URL", url)],
+    ));
+    let stderr = assert_usage_error(&typed_db, "--db typed, RUNWARDEN_DATABASE_URL set");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("--db") && first.contains("RUNWARDEN_DATABASE_URL"),
+        "names --db and the variable: {first}"
+    );
+    assert!(
+        !first.contains("--database-url"),
+        "does not name a flag that was not typed: {first}"
+    );
+
+    // The URL wins over RUNWARDEN_DB and over the default, from either place; `serve` as the
+    // systemd unit runs it (RUNWARDEN_DB from Environment=, the URL from the env file).
+    let cases: [(&[&str], Env, &str); 4] = [
+        (
+            &["runs", "list"],
+            &[("RUNWARDEN_DB", file), ("RUNWARDEN_DATABASE_URL", url)],
+            "both from the environment",
+        ),
+        (
+            &["runs", "list", "--database-url", url],
+            &[("RUNWARDEN_DB", file)],
+            "the URL typed, RUNWARDEN_DB set",
+        ),
+        (
+            &["keys", "list"],
+            &[("RUNWARDEN_DATABASE_URL", url)],
+            "the URL from the environment over the default",
+        ),
+        (
+            &["serve", "--addr", "127.0.0.1:0"],
+            &[("RUNWARDEN_DB", file), ("RUNWARDEN_DATABASE_URL", url)],
+            "serve as the systemd unit runs it",
+        ),
+    ];
+    for (args, env, why) in cases {
+        // Act
+        let output = output_of(command(&dir, args, env));
+
+        // Assert
+        let line = assert_one_error_line(&output, why);
+        assert!(
+            line.contains("rw_nowhere"),
+            "{why}: the URL's database was used: {line}"
+        );
+        assert!(
+            !Path::new(file).exists() && !dir.join("runwarden.db").exists(),
+            "{why}: no SQLite file was created"
+        );
+    }
+}
+
+#[test]
+fn runwarden_allow_open_reads_the_usual_words_for_true_and_false() {
+    for (value, open) in [
+        ("1", true),
+        ("yes", true),
+        ("on", true),
+        ("true", true),
+        ("0", false),
+        ("no", false),
+        ("off", false),
+        ("false", false),
+    ] {
+        // Arrange: a non-loopback address, where open mode needs --allow-open.
+        let dir = fresh_dir("cli-allow-open");
+        let [db_flag, db] = Storage::in_dir(&dir, "rw").args();
+        let args = ["serve", "--addr", "0.0.0.0:0", &db_flag, &db];
+        let env = [("RUNWARDEN_ALLOW_OPEN", value)];
+
+        // Act, Assert
+        if open {
+            let server = Started::spawn(&dir, &args, &env);
+            assert!(
+                server.line.contains("open mode"),
+                "RUNWARDEN_ALLOW_OPEN={value}: {}",
+                server.line
+            );
+        } else {
+            let output = output_of(command(&dir, &args, &env));
+            let line = assert_one_error_line(&output, value);
+            assert!(
+                line.contains("--allow-open"),
+                "RUNWARDEN_ALLOW_OPEN={value}: refused as without it: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn export_writes_a_run_named_twice_once_in_the_order_first_named() {
+    // Arrange
+    let mut app = TestApp::spawn();
+    let (a, b) = (app.new_run(), app.new_run());
+    app.terminate();
+    let [db_flag, db] = app.storage.args();
+    let out = app.dir.join("named-twice.jsonl");
+
+    // Act
+    let output = run_to_exit(&[
+        "export",
+        "--trace-id",
+        &b,
+        "--trace-id",
+        &a,
+        "--trace-id",
+        &b.to_uppercase(),
+        "--trace-id",
+        &a,
+        &db_flag,
+        &db,
+        "-o",
+        s(&out),
+    ]);
+
+    // Assert
+    let (_, stderr) = texts(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("exported 2 runs"), "{stderr}");
+    let text = std::fs::read_to_string(&out).expect("the export");
+    let runs: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+        .filter(|v| v["kind"] == "run")
+        .map(|v| v["trace_id"].as_str().expect("trace_id").to_string())
+        .collect();
+    assert_eq!(runs, [b, a], "each run once, in the order first named");
+    let replayed = run_to_exit(&["replay", s(&out)]);
+    assert!(replayed.status.success(), "{:?}", texts(&replayed));
+}
+
+#[test]
+fn replay_of_a_file_without_sessions_exits_1() {
+    // Arrange
+    let dir = fresh_dir("cli-replay-empty");
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(&empty, "").expect("write");
+    let comments = dir.join("comments.jsonl");
+    std::fs::write(&comments, "// a fixture still to be recorded\n\n").expect("write");
+
+    for file in [&empty, &comments] {
+        for json in [false, true] {
+            let case = format!("{} (json {json})", file.display());
+            let mut args = vec!["replay", s(file)];
+            if json {
+                args.push("--json");
+            }
+
+            // Act
+            let output = run_to_exit(&args);
+
+            // Assert
+            let line = assert_one_error_line(&output, &case);
+            assert!(
+                line.contains(s(file)) && line.contains("holds no sessions"),
+                "{case}: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_unknown_key_type_and_an_export_without_a_selector_are_usage_errors() {
+    // Arrange
+    let dir = fresh_dir("cli-usage");
+    let db = dir.join("never.db");
+    let cases: [(&[&str], &[&str], &str); 3] = [
+        (
+            &["keys", "create", "--project", "p", "--type", "superuser"],
+            &["superuser", "development, production, restricted, admin"],
+            "an unknown key type",
+        ),
+        (
+            &["export"],
+            &["--trace-id", "--agent-id", "--all"],
+            "an export without a selector",
+        ),
+        (
+            &["export", "--all", "--agent-id", "a"],
+            &["--all", "--agent-id"],
+            "an export with two selectors",
+        ),
+    ];
+
+    for (args, words, why) in cases {
+        // Act
+        let output = run_to_exit(&[args, &["--db", s(&db)][..]].concat());
+
+        // Assert
+        let stderr = assert_usage_error(&output, why);
+        for word in words {
+            assert!(stderr.contains(word), "{why}: names {word}: {stderr}");
+        }
+        assert!(!db.exists(), "{why}: no database created");
+    }
+}
+
+#[test]
+fn admin_keys_take_no_limits_and_are_never_rate_limited() {
+    // Arrange
+    let app = TestApp::spawn();
+    let (admin, admin_id) = create_key(&app, "ops", "admin", &[]);
+    let (limited, _) = create_key(&app, "ops", "development", &["--rpm", "1"]);
+    let [db_flag, db] = app.storage.args();
+
+    // Act: limits on a new admin key are refused.
+    for flag in ["--rpm", "--rph"] {
+        let output = run_to_exit(&[
+            "keys",
+            "create",
+            "--project",
+            "ops",
+            "--type",
+            "admin",
+            flag,
+            "5",
+            &db_flag,
+            &db,
+        ]);
+
+        // Assert
+        let stderr = assert_usage_error(&output, flag);
+        assert!(stderr.contains("admin keys have no limits"), "{stderr}");
+    }
+    assert_eq!(app.storage.count_rows("api_keys"), 2, "no key was created");
+
+    // Arrange: a row that gives the admin key limits anyway (an older database, a hand edit),
+    // and a minute with room for the four requests below.
+    avoid_window_end(60, 5);
+    app.storage.execute(&format!(
+        "UPDATE api_keys SET rpm = 1, rph = 1 WHERE id = '{admin_id}'"
+    ));
+    let get = |key: &str| {
+        http(
+            app.addr,
+            "GET",
+            "/v1/runs",
+            &[("x-api-key".to_string(), key.to_string())],
+            b"",
+        )
+    };
+
+    // Act
+    let answers: Vec<_> = (0..3).map(|_| get(&admin)).collect();
+
+    // Assert
+    for (i, r) in answers.iter().enumerate() {
+        assert_eq!(r.status, 200, "admin request {}: {}", i + 1, r.text());
+        for name in RATE_HEADERS {
+            assert_eq!(r.header(name), None, "admin request {}: no {name}", i + 1);
+        }
+    }
+    // The same limit on a development key does bind (the limiter is on).
+    assert_eq!(get(&limited).status, 200);
+    assert_eq!(get(&limited).status, 429, "a development key with --rpm 1");
+}
+
+/// The invisible characters that must never reach a terminal raw.
+const INVISIBLE: [char; 17] = [
+    '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}', '\u{2066}', '\u{2067}', '\u{2068}',
+    '\u{2069}', '\u{200b}', '\u{200c}', '\u{200d}', '\u{200e}', '\u{200f}', '\u{2028}', '\u{2029}',
+    '\u{feff}',
+];
+
+#[test]
+fn bidi_and_invisible_characters_are_escaped_in_every_cli_output() {
+    // Arrange: an agent id that reorders what follows it, a prompt holding every invisible
+    // character, a key label, and a check whose reasoning quotes a value.
+    let all: String = INVISIBLE.iter().collect();
+    let mut app = TestApp::spawn();
+    let agent = "cs\u{202e}exe.txt";
+    let r = app.register(
+        &json!({"agent_id": agent, "timestamp": "2024-01-15T14:30:45.123Z",
+                                 "system_prompt": format!("You help.{all}")}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let trace = r.json()["trace_id"].as_str().expect("trace_id").to_string();
+    let check = transfer_check(
+        &trace,
+        &json!({"amount": "750 USD\u{2066}", "recipient": "x"}),
+    );
+    assert_eq!(app.check(&check).status, 200);
+    create_key(&app, "ops", "production", &["--name", "label\u{2067}x"]);
+    app.terminate();
+    let [db_flag, db] = app.storage.args();
+    let session = app.dir.join("session.jsonl");
+    let exported = run_to_exit(&["export", "--all", &db_flag, &db, "-o", s(&session)]);
+    assert!(exported.status.success(), "{:?}", texts(&exported));
+
+    // Act
+    let outputs = [
+        ("runs list", run_to_exit(&["runs", "list", &db_flag, &db])),
+        (
+            "runs show",
+            run_to_exit(&["runs", "show", &trace, &db_flag, &db]),
+        ),
+        ("keys list", run_to_exit(&["keys", "list", &db_flag, &db])),
+        ("replay", run_to_exit(&["replay", s(&session)])),
+    ];
+
+    // Assert
+    for (what, output) in &outputs {
+        let (stdout, stderr) = texts(output);
+        assert!(output.status.success(), "{what}: {stderr}");
+        for c in INVISIBLE {
+            assert!(
+                !stdout.contains(c) && !stderr.contains(c),
+                "{what}: U+{:04X} reached the terminal raw: {stdout:?}",
+                c as u32
+            );
+        }
+    }
+    let stdout = |what: &str| {
+        let (_, output) = outputs.iter().find(|(w, _)| *w == what).expect("ran");
+        texts(output).0
+    };
+    assert!(stdout("runs list").contains("cs\\u{202e}exe.txt"));
+    let show = stdout("runs show");
+    assert!(show.contains("agent cs\\u{202e}exe.txt"), "{show}");
+    let escaped_all: String = INVISIBLE
+        .iter()
+        .map(|c| format!("\\u{{{:x}}}", *c as u32))
+        .collect();
+    assert!(
+        show.contains(&format!("system prompt: You help.{escaped_all}")),
+        "every invisible character is shown as its code: {show}"
+    );
+    assert!(stdout("keys list").contains("label\\u{2067}x"));
+    let replay = stdout("replay");
+    assert!(
+        replay.contains(r#""750 USD\u{2066}" is not of type "number""#),
+        "replay escapes like the rest and leaves quotes alone: {replay}"
+    );
+}
+
+#[test]
+fn runs_show_prints_the_whole_reasoning_and_every_finding() {
+    // Arrange: a passing check, whose reasoning lists everything checked (over 200
+    // characters), and a blocked one with findings.
+    let mut app = TestApp::spawn();
+    let trace = app.new_run();
+    let weather = json!({"event_type": "action_check", "trace_id": trace,
+        "timestamp": 1705329048.1, "content": "{\"city\": \"Paris\"}",
+        "schema": "{\"type\": \"function\", \"name\": \"get_weather\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}}}"});
+    assert_eq!(app.check(&weather).status, 200);
+    let blocked = transfer_check(&trace, &json!({"amount": "lots", "recipient": "x"}));
+    assert_eq!(app.check(&blocked).status, 200);
+    app.terminate();
+    let stored = app.query(
+        "SELECT reasoning, findings FROM checks WHERE trace_id = ?1 ORDER BY seq",
+        &[&trace],
+    );
+    assert_eq!(stored.len(), 2);
+    assert!(
+        stored[0].text(0).chars().count() > 200,
+        "a reasoning the old cut shortened: {:?}",
+        stored[0].text(0)
+    );
+    let [db_flag, db] = app.storage.args();
+
+    // Act
+    let output = run_to_exit(&["runs", "show", &trace, &db_flag, &db]);
+
+    // Assert
+    let (show, stderr) = texts(&output);
+    assert!(output.status.success(), "{stderr}");
+    let mut findings = 0;
+    for row in &stored {
+        let reasoning = row.text(0);
+        assert!(
+            show.contains(&reasoning),
+            "the whole reasoning {reasoning:?}: {show}"
+        );
+        let listed: Vec<serde_json::Value> =
+            serde_json::from_str(&row.text(1)).expect("findings JSON");
+        for f in listed {
+            findings += 1;
+            let shown = format!(
+                "{} {}: {}",
+                f["severity"].as_str().expect("severity"),
+                f["rule"].as_str().expect("rule"),
+                f["message"].as_str().expect("message")
+            );
+            assert!(show.contains(&shown), "finding {shown:?}: {show}");
+        }
+    }
+    assert!(findings > 0, "the blocked check has findings");
+}
+
+#[test]
+fn serve_help_lists_every_route_and_what_the_busy_timeout_means_on_postgresql() {
+    // Act
+    let output = run_to_exit(&["serve", "--help"]);
+
+    // Assert
+    let (help, _) = texts(&output);
+    assert!(output.status.success());
+    for word in [
+        "/v1/register-agent-run",
+        "/v1/runs/{trace_id}",
+        "/v1/checks",
+        "/healthz",
+        "/metrics",
+        "/openapi.json",
+        "web UI at /",
+        "lock_timeout",
+    ] {
+        assert!(help.contains(word), "serve --help mentions {word}: {help}");
+    }
+}
+
+#[test]
+fn counts_of_one_are_written_in_the_singular() {
+    // Arrange: a run with one event and one check.
+    let mut app = TestApp::spawn();
+    let trace = app.new_run();
+    assert_eq!(app.event(&crate::helpers::user_event(&trace)).status, 200);
+    let check = transfer_check(&trace, &json!({"amount": "lots", "recipient": "x"}));
+    assert_eq!(app.check(&check).status, 200);
+    app.terminate();
+    let [db_flag, db] = app.storage.args();
+    let export = app.dir.join("one.jsonl");
+    let exported = run_to_exit(&["export", "--all", &db_flag, &db, "-o", s(&export)]);
+    assert!(exported.status.success(), "{:?}", texts(&exported));
+    // A file with one unmet expectation, and one whose run conflicts with the imported one.
+    let text = std::fs::read_to_string(&export).expect("read");
+    let unmet = app.dir.join("unmet.jsonl");
+    let expected_safe = text.replace(
+        r#""expect":{"is_safe":false"#,
+        r#""expect":{"is_safe":true"#,
+    );
+    assert_ne!(expected_safe, text, "the check's expectation is rewritten");
+    std::fs::write(&unmet, expected_safe).expect("write");
+    let conflicting = app.dir.join("conflicting.jsonl");
+    let other_agent = text.replace(r#""agent_id":"test-agent""#, r#""agent_id":"other-agent""#);
+    assert_ne!(other_agent, text, "the run's agent is rewritten");
+    std::fs::write(&conflicting, other_agent).expect("write");
+    let target = Storage::in_dir(&app.dir, "target");
+    let [target_flag, target_db] = target.args();
+
+    // Act
+    let show = run_to_exit(&["runs", "show", &trace, &db_flag, &db]);
+    let import = run_to_exit(&["import", s(&export), &target_flag, &target_db]);
+    let replay = run_to_exit(&["replay", s(&unmet)]);
+    let bad_import = run_to_exit(&["import", s(&conflicting), &target_flag, &target_db]);
+
+    // Assert
+    let (show, _) = texts(&show);
+    assert!(show.contains("1 event, 1 check, 1 blocked"), "{show}");
+    let (import_out, import_err) = texts(&import);
+    assert!(
+        import_out.contains("imported 1 run (2 events and checks)"),
+        "{import_out}{import_err}"
+    );
+    let (replay_out, _) = texts(&replay);
+    assert!(
+        replay_out.contains("1 check: 0 passed, 1 blocked; 1 expectation unmet, 0 invalid lines"),
+        "{replay_out}"
+    );
+    let line = assert_one_error_line(&replay, "one unmet expectation");
+    assert!(line.contains("1 expectation unmet"), "{line}");
+    let (_, bad_import_err) = texts(&bad_import);
+    assert_eq!(bad_import.status.code(), Some(1), "{bad_import_err}");
+    assert!(
+        bad_import_err.contains("1 problem (listed above)"),
+        "{bad_import_err}"
     );
 }

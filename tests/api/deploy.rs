@@ -151,11 +151,14 @@ fn the_systemd_unit_parses_and_has_the_promised_settings() {
     }
     assert_eq!(one(&unit, "Install", "WantedBy"), "multi-user.target");
     // The database lives in the state directory, the one path ProtectSystem=strict leaves
-    // writable.
+    // writable. It is named by RUNWARDEN_DB, not --db, so that RUNWARDEN_DATABASE_URL in the
+    // env file can replace it (a --db typed in ExecStart would conflict with the URL).
     let flags = serve_flags(&unit);
-    assert_eq!(
-        flags.get("--db").map(String::as_str),
-        Some("/var/lib/runwarden/runwarden.db")
+    assert_eq!(flags.get("--db"), None, "ExecStart passes no --db");
+    assert!(
+        unit["Service"]["Environment"]
+            .contains(&"RUNWARDEN_DB=/var/lib/runwarden/runwarden.db".to_string()),
+        "Environment=RUNWARDEN_DB=/var/lib/runwarden/runwarden.db"
     );
 }
 
@@ -168,10 +171,7 @@ fn every_flag_the_unit_passes_to_serve_exists() {
     let help = serve_help();
 
     // Assert
-    assert!(
-        flags.contains_key("--addr") && flags.contains_key("--db"),
-        "{flags:?}"
-    );
+    assert!(flags.contains_key("--addr"), "{flags:?}");
     for flag in flags.keys() {
         assert!(
             help.contains(&format!("{flag} ")),
@@ -183,6 +183,8 @@ fn every_flag_the_unit_passes_to_serve_exists() {
         addr.ip().is_loopback(),
         "runwarden listens on loopback only, behind the proxy: {addr}"
     );
+    // RUNWARDEN_DB, which names the database, is a variable `serve` reads.
+    assert!(help.contains("RUNWARDEN_DB"), "{help}");
 }
 
 #[test]

@@ -424,7 +424,7 @@ fn import_keeps_ids_and_verdicts_and_a_second_import_changes_nothing() {
         String::from_utf8_lossy(&first.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&first.stdout).contains("imported 1 runs (2 events and checks)")
+        String::from_utf8_lossy(&first.stdout).contains("imported 1 run (2 events and checks)")
     );
     assert!(second.status.success());
     assert!(
