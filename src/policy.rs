@@ -311,6 +311,25 @@ impl Policy {
                         format!("bad argument path {:?}", a.path.get_ref()),
                     ));
                 }
+                for (name, bound) in [("min", a.min), ("max", a.max)] {
+                    if bound.is_some_and(|b| !b.is_finite()) {
+                        return Err(err(
+                            a.path.span(),
+                            format!("{name} for argument {path} must be a finite number"),
+                        ));
+                    }
+                }
+                if let (Some(min), Some(max)) = (a.min, a.max)
+                    && min > max
+                {
+                    return Err(err(
+                        a.path.span(),
+                        format!(
+                            "min {min} is above max {max} for argument {path}: every value \
+                             would be blocked"
+                        ),
+                    ));
+                }
                 let mut roots = None;
                 if let Some(rs) = &a.path_roots {
                     let mut v = Vec::new();
@@ -512,6 +531,16 @@ max = 500
                 "[[section]]\n[[section.args]]\ntool = \"t\"\npath = \"p\"\npath_roots = [\"rel\"]\n",
                 5,
                 "absolute",
+            ),
+            (
+                "[[section]]\n[[section.args]]\ntool = \"t\"\npath = \"amount\"\nmin = 10\nmax = 5\n",
+                4,
+                "min 10 is above max 5",
+            ),
+            (
+                "[[section]]\n[[section.args]]\ntool = \"t\"\npath = \"amount\"\nmax = nan\n",
+                4,
+                "finite",
             ),
         ];
         for (text, line, word) in cases {
