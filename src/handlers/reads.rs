@@ -45,7 +45,8 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
-    fn page(&self) -> Result<Page, ApiError> {
+    /// The page asked for, starting after `after` (the decoded `cursor`, if any).
+    fn page(&self, after: Option<i64>) -> Result<Page, ApiError> {
         let limit = match self.get("limit") {
             None => DEFAULT_LIMIT,
             Some(v) => v
@@ -59,7 +60,6 @@ impl Query {
                     )
                 })?,
         };
-        let after = self.get("cursor").map(decode_cursor).transpose()?;
         let offset = match self.get("offset") {
             None => 0,
             Some(v) => v
@@ -94,7 +94,11 @@ impl Query {
     }
 }
 
-/// Cursors are opaque to clients: `c` and the key in hex.
+/// Cursors are opaque to clients. Within a run (events) a cursor is `c` and the last sequence
+/// number in hex: those numbers are the run's own. Runs and checks are listed by keys that
+/// every project's writes advance, so their cursors name the last item instead (`r` and its
+/// trace id, `k` and its check id, hyphens dropped), and the key is looked up within the
+/// caller's scope: a key's cursors never tell how many runs or checks other projects stored.
 fn encode_cursor(key: i64) -> String {
     format!("c{key:x}")
 }
@@ -103,12 +107,55 @@ fn decode_cursor(s: &str) -> Result<i64, ApiError> {
     s.strip_prefix('c')
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
         .and_then(|h| i64::from_str_radix(h, 16).ok())
-        .ok_or_else(|| {
-            ApiError::invalid_field(
-                "cursor",
-                "cursor must be a next_cursor from a previous page",
-            )
+        .ok_or_else(bad_cursor)
+}
+
+/// A cursor naming the item with id `uuid` (canonical form) behind `prefix`.
+fn encode_id_cursor(prefix: char, uuid: &str) -> String {
+    format!("{prefix}{}", uuid.replace('-', ""))
+}
+
+/// The id (canonical, lowercase) a cursor made by [`encode_id_cursor`] names; not yet looked up.
+fn decode_id_cursor(prefix: char, s: &str) -> Result<String, ApiError> {
+    s.strip_prefix(prefix)
+        .filter(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .and_then(|h| {
+            let dashed = format!(
+                "{}-{}-{}-{}-{}",
+                &h[..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..]
+            );
+            TraceId::parse(&dashed).ok().map(|id| id.to_string())
         })
+        .ok_or_else(bad_cursor)
+}
+
+/// The key of the item a runs or checks cursor names, looked up by `key_of` within the
+/// caller's scope. An item the caller cannot see (another project's, or none) makes the cursor
+/// as invalid as garbage does: the answer does not tell which.
+fn id_cursor_key(
+    cursor: Option<&str>,
+    prefix: char,
+    key_of: impl FnOnce(&str) -> Result<i64, StoreError>,
+) -> Result<Option<i64>, ApiError> {
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
+    match key_of(&decode_id_cursor(prefix, cursor)?) {
+        Ok(key) => Ok(Some(key)),
+        Err(StoreError::NotFound) => Err(bad_cursor()),
+        Err(other) => Err(other.into()),
+    }
+}
+
+fn bad_cursor() -> ApiError {
+    ApiError::invalid_field(
+        "cursor",
+        "cursor must be a next_cursor from a previous page",
+    )
 }
 
 #[derive(Serialize)]
@@ -121,17 +168,13 @@ struct List<T> {
 fn list<R, T: Serialize>(
     mut rows: Vec<R>,
     page: Page,
-    key: impl Fn(&R) -> i64,
+    cursor: impl Fn(&R) -> String,
     view: impl Fn(R) -> T,
 ) -> Result<Reply, ApiError> {
     let limit = (page.limit - 1) as usize;
     let more = rows.len() > limit;
     rows.truncate(limit);
-    let next_cursor = if more {
-        rows.last().map(|r| encode_cursor(key(r)))
-    } else {
-        None
-    };
+    let next_cursor = if more { rows.last().map(cursor) } else { None };
     Reply::json(
         200,
         &List {
@@ -250,11 +293,20 @@ pub fn runs(app: &App, principal: &Principal, url: &str) -> Result<Reply, ApiErr
     let q = Query {
         params: query_params(url),
     };
-    let page = q.page()?;
+    let after = id_cursor_key(q.get("cursor"), 'r', |id| {
+        let id = TraceId::parse(id).map_err(|_| StoreError::NotFound)?;
+        app.store.get_run(scope(principal), id).map(|r| r.key)
+    })?;
+    let page = q.page(after)?;
     let rows = app
         .store
         .list_runs(scope(principal), q.get("agent_id"), page)?;
-    list(rows, page, |r| r.key, |r| run_view(r, false))
+    list(
+        rows,
+        page,
+        |r| encode_id_cursor('r', &r.trace_id),
+        |r| run_view(r, false),
+    )
 }
 
 /// `GET /v1/runs/{trace_id}`: the run, its counts, and the constraints read from its prompt.
@@ -280,12 +332,12 @@ pub fn events(app: &App, principal: &Principal, url: &str) -> Result<Reply, ApiE
                 .as_str(),
         ),
     };
-    let page = q.page()?;
+    let page = q.page(q.get("cursor").map(decode_cursor).transpose()?)?;
     let rows = app
         .store
         .list_events(scope(principal), trace_id, event_type, page)
         .map_err(not_found)?;
-    list(rows, page, |e| e.seq, event_view)
+    list(rows, page, |e| encode_cursor(e.seq), event_view)
 }
 
 /// `GET /v1/checks?trace_id=&is_safe=&limit=&cursor=&offset=`
@@ -305,12 +357,20 @@ pub fn checks(app: &App, principal: &Principal, url: &str) -> Result<Reply, ApiE
             ));
         }
     };
-    let page = q.page()?;
+    let after = id_cursor_key(q.get("cursor"), 'k', |id| {
+        app.store.check_key(scope(principal), id)
+    })?;
+    let page = q.page(after)?;
     let rows = app
         .store
         .list_checks(scope(principal), trace_id, is_safe, page)
         .map_err(not_found)?;
-    list(rows, page, |c| c.key, check_view)
+    list(
+        rows,
+        page,
+        |c| encode_id_cursor('k', &c.check_id),
+        check_view,
+    )
 }
 
 #[cfg(test)]
@@ -324,6 +384,29 @@ mod tests {
         }
         for bad in ["", "c", "x10", "czz", "c-", "c-1", "c+a"] {
             assert!(decode_cursor(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn id_cursors_name_an_id_and_nothing_else() {
+        let id = "f4f4f4f4-0000-4000-8000-00000000000a";
+        let cursor = encode_id_cursor('k', id);
+        assert_eq!(cursor, "kf4f4f4f400004000800000000000000a");
+        assert_eq!(decode_id_cursor('k', &cursor).expect("valid"), id);
+        let upper = format!("k{}", cursor[1..].to_uppercase());
+        assert_eq!(decode_id_cursor('k', &upper).expect("any case"), id);
+        let longer = format!("{cursor}0");
+        let not_hex = cursor.replace('a', "g");
+        for bad in [
+            "",
+            "k",
+            "c1d",
+            "kf4f4",
+            &longer,
+            &not_hex,
+            &cursor.replacen('k', "r", 1),
+        ] {
+            assert!(decode_id_cursor('k', bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -364,6 +364,10 @@ pub trait Store: Send + Sync {
         page: Page,
     ) -> Result<Vec<EventRecord>, StoreError>;
 
+    /// The list key of check `check_id` when its run is in `scope` (`NotFound` otherwise):
+    /// where the page of checks after it starts.
+    fn check_key(&self, scope: Scope<'_>, check_id: &str) -> Result<i64, StoreError>;
+
     /// Checks in arrival order, of one run (`NotFound` if it is not in `scope`) or of every run
     /// in `scope`, optionally only safe or only blocked ones.
     fn list_checks(

@@ -753,6 +753,19 @@ impl Store for PgStore {
             .collect())
     }
 
+    fn check_key(&self, scope: Scope<'_>, check_id: &str) -> Result<i64, StoreError> {
+        let (project, all) = scope_params(scope);
+        self.with(|conn| {
+            let s = conn.stmt(
+                "SELECT c.key FROM checks c JOIN runs r ON r.trace_id = c.trace_id
+                  WHERE c.check_id = $1 AND ($2 OR r.project = $3)",
+            )?;
+            let row = conn.client.query_opt(&s, &[&check_id, &all, &project])?;
+            Ok(row.map(|r| r.get::<_, i64>(0)))
+        })?
+        .ok_or(StoreError::NotFound)
+    }
+
     fn list_checks(
         &self,
         scope: Scope<'_>,

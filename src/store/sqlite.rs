@@ -486,6 +486,17 @@ impl Store for SqliteStore {
         })
     }
 
+    fn check_key(&self, scope: Scope<'_>, check_id: &str) -> Result<i64, StoreError> {
+        let (project, all) = scope_params(scope);
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT c.rowid FROM checks c JOIN runs r ON r.trace_id = c.trace_id
+                  WHERE c.check_id = ?1 AND (?2 OR r.project = ?3)",
+            )?
+            .query_row(params![check_id, all, project], |r| r.get(0))
+        })
+    }
+
     fn list_checks(
         &self,
         scope: Scope<'_>,

@@ -1018,6 +1018,21 @@ fn bad_parameters_missing_trace_ids_and_unknown_traces_get_their_error() {
         "a cursor",
     );
     let c = enc(&cursor.expect("a cursor after the first of two events"));
+    register(&app, None, "errors", "You are a helpful assistant.");
+    let (_, runs_cursor) = list_ids(&app, None, "/v1/runs?limit=1", "trace_id", "a runs cursor");
+    let rc = enc(&runs_cursor.expect("a cursor after the first of two runs"));
+    // A runs cursor for a run that does not exist (or that the key cannot see).
+    let unknown_rc = format!("r{}", "f4".repeat(16));
+    check_as(&app, None, &safe_check(&t, 1), true);
+    check_as(&app, None, &safe_check(&t, 2), true);
+    let (_, checks_cursor) = list_ids(
+        &app,
+        None,
+        "/v1/checks?limit=1",
+        "action_check_id",
+        "a checks cursor",
+    );
+    let kc = enc(&checks_cursor.expect("a cursor after the first of two checks"));
     let upper = t.to_uppercase().replace('-', "");
     // (path, status, code, param, case)
     let cases = [
@@ -1043,11 +1058,46 @@ fn bad_parameters_missing_trace_ids_and_unknown_traces_get_their_error() {
             "runs: bare prefix",
         ),
         (
-            format!("/v1/runs?cursor={c}&offset=3"),
+            format!("/v1/runs?cursor={rc}&offset=3"),
             400,
             "INVALID_FIELD",
             "offset",
             "runs: cursor and offset",
+        ),
+        (
+            format!("/v1/runs?cursor={c}"),
+            400,
+            "INVALID_FIELD",
+            "cursor",
+            "runs: an events cursor",
+        ),
+        (
+            format!("/v1/runs?cursor={unknown_rc}"),
+            400,
+            "INVALID_FIELD",
+            "cursor",
+            "runs: a cursor naming no visible run",
+        ),
+        (
+            format!("/v1/checks?cursor=k{}", "f4".repeat(16)),
+            400,
+            "INVALID_FIELD",
+            "cursor",
+            "checks: a cursor naming no visible check",
+        ),
+        (
+            format!("/v1/checks?cursor={c}"),
+            400,
+            "INVALID_FIELD",
+            "cursor",
+            "checks: an events cursor",
+        ),
+        (
+            format!("/v1/events?trace_id={t}&cursor={rc}"),
+            400,
+            "INVALID_FIELD",
+            "cursor",
+            "events: a runs cursor",
         ),
         (
             "/v1/runs?offset=-1".to_string(),
@@ -1183,7 +1233,7 @@ fn bad_parameters_missing_trace_ids_and_unknown_traces_get_their_error() {
             "checks: garbage cursor",
         ),
         (
-            format!("/v1/checks?cursor={c}&offset=2"),
+            format!("/v1/checks?cursor={kc}&offset=2"),
             400,
             "INVALID_FIELD",
             "offset",
