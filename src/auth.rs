@@ -117,7 +117,7 @@ pub struct ApiKey {
     pub rph: Option<u32>,
     /// When it was created (RFC 3339, UTC).
     pub created_at: String,
-    /// When it was last used, to the minute (RFC 3339, UTC).
+    /// When it was last used, up to a minute behind (RFC 3339, UTC).
     pub last_used_at: Option<String>,
     /// When it was revoked, if it was.
     pub revoked_at: Option<String>,

@@ -177,8 +177,9 @@ impl Idempotency {
     }
 }
 
-/// When each key was last recorded as used, to the minute: the database is written at most
-/// once a minute per key, off the request path.
+/// When each key was last recorded as used: the database is written at most once a minute per
+/// key (with the time of that minute's first use, so never before the key's creation), off
+/// the request path.
 #[derive(Debug, Default)]
 pub struct LastUsed {
     minutes: Mutex<HashMap<String, i64>>,
@@ -194,8 +195,7 @@ impl LastUsed {
         }
         seen.insert(key_id.to_string(), minute);
         drop(seen);
-        let at = OffsetDateTime::from_unix_timestamp(minute * 60).unwrap_or(now);
         app.store
-            .touch_key(key_id, &crate::domain::time::format_millis_utc(at));
+            .touch_key(key_id, &crate::domain::time::format_millis_utc(now));
     }
 }

@@ -371,12 +371,19 @@ fn keys_list_shows_project_type_name_limits_revocation_and_last_use_but_never_a_
             assert_eq!(row.last_used, "never", "{case}: never used");
         }
     }
-    // Last use is recorded to the minute: not before the minute of the request, not later than now.
+    // Last use is the time of the (only) request, never before the key was created.
     let last_used = unix_of(&dev_row.last_used, "development key: last used");
+    let created = unix_of(&dev_row.created, "development key: created");
     assert!(
-        last_used >= (used_at / 60.0).floor() * 60.0 && last_used <= now_secs() + 1.0,
+        last_used >= used_at - 0.5 && last_used <= now_secs() + 1.0,
         "development key: last used {} does not match the request at {used_at}",
         dev_row.last_used
+    );
+    assert!(
+        last_used >= created,
+        "development key: last used {} before created {}",
+        dev_row.last_used,
+        dev_row.created
     );
 }
 
