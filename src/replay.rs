@@ -183,7 +183,8 @@ impl<'p> Replayer<'p> {
                         .entry("event_type")
                         .or_insert_with(|| Value::String("action_check".into()));
                 }
-                let text = Value::Object(record).to_string();
+                let text =
+                    wire_text(&record, trimmed).map_err(|e| err(format!("bad {kind}: {e}")))?;
                 let wire: EventWire =
                     serde_json::from_str(&text).map_err(|e| err(format!("bad {kind}: {e}")))?;
                 if kind == "event" {
@@ -388,13 +389,49 @@ pub fn read_export(text: &str, policy: &Policy) -> (Vec<ImportCandidate>, Vec<Li
         let Ok(run) = &mut candidate.run else {
             continue;
         };
-        let item = judged.and_then(|outcome| import_item(line, &record, &kind, run, outcome, now));
+        let item = judged
+            .and_then(|outcome| import_item(line, trimmed, &record, &kind, run, outcome, now));
         match item {
             Ok(item) => run.items.push(item),
             Err(e) => candidate.run = Err(e),
         }
     }
     (runs, orphans)
+}
+
+/// The JSON text of an event or check record for the wire parser: the fields of `record`,
+/// with `content` and `schema` exactly as they are written on `line`. Through a `Value` a
+/// `content` sent as JSON would come back with its keys sorted, a repeated key dropped and its
+/// numbers rewritten (`1.10` as `1.1`), so the engine would judge, and an import would store,
+/// something other than what the server received.
+fn wire_text(record: &Map<String, Value>, line: &str) -> Result<String, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct AsWritten<'a> {
+        #[serde(borrow)]
+        content: Option<&'a RawValue>,
+        #[serde(borrow)]
+        schema: Option<&'a RawValue>,
+    }
+    let written: AsWritten<'_> = serde_json::from_str(line.trim())?;
+    let mut out = String::from("{");
+    for (name, value) in record {
+        let raw = match name.as_str() {
+            "content" => written.content.map(RawValue::get),
+            "schema" => written.schema.map(RawValue::get),
+            _ => None,
+        };
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&Value::String(name.clone()).to_string());
+        out.push(':');
+        match raw {
+            Some(raw) => out.push_str(raw),
+            None => out.push_str(&value.to_string()),
+        }
+    }
+    out.push('}');
+    Ok(out)
 }
 
 /// When the server first received a record, as an export writes it (`received_at`, RFC 3339),
@@ -423,6 +460,7 @@ fn received_at(
 /// The event or check of one line, with its original id and (for checks) stored verdict.
 fn import_item(
     line: usize,
+    text: &str,
     record: &Map<String, Value>,
     kind: &str,
     run: &ImportedRun,
@@ -449,7 +487,7 @@ fn import_item(
             .or_insert_with(|| Value::String("action_check".into()));
     }
     let now = received_at(&record, line)?.unwrap_or(now);
-    let text = Value::Object(record.clone()).to_string();
+    let text = wire_text(&record, text).map_err(|e| err(format!("bad {kind}: {e}")))?;
     let wire: EventWire =
         serde_json::from_str(&text).map_err(|e| err(format!("bad {kind}: {e}")))?;
     match kind {
@@ -726,6 +764,37 @@ mod tests {
         assert_eq!(r.sessions(), 0, "an invalid run is no session");
         let _ = r.line(3, &run_line());
         assert_eq!(r.sessions(), 1);
+    }
+
+    #[test]
+    fn content_sent_as_json_is_judged_and_imported_exactly_as_written() {
+        let bash = r#"{"type":"function","name":"bash"}"#;
+        let check = format!(
+            r#"{{"kind":"check","timestamp":1,"content":{{"command":"rm -rf /","command":"ls"}},"schema":{bash},"expect":{{"is_safe":false,"rule":"json.duplicate_key"}}}}"#
+        );
+        let out = replay(&[run_line(), check.clone()]);
+        let judged = out[1].as_ref().expect("replayable").as_ref().expect("a check");
+        assert!(!judged.verdict.is_safe, "{:?}", judged.verdict);
+        assert_eq!(judged.unmet, None);
+
+        let content = r#"{"b": 1.10, "a": 1E2, "a": 100000000000000000000001}"#;
+        let text = format!(
+            "{}\n{}\n",
+            r#"{"kind":"run","trace_id":"563e8bd2-59bc-47d9-9df2-abd5981c6c57","agent_id":"a","timestamp":"2024-01-15T14:30:45Z","system_prompt":"p"}"#,
+            format_args!(
+                r#"{{"kind":"event","event_type":"tool","timestamp":1,"content":{content},"schema":{{"type":"object"}}}}"#
+            )
+        );
+        let (runs, orphans) = read_export(&text, &Policy::default());
+        assert!(orphans.is_empty(), "{orphans:?}");
+        let run = runs[0].run.as_ref().expect("a valid run");
+        match &run.items[0] {
+            ImportedItem::Event(e) => {
+                assert_eq!(e.content.text, content);
+                assert_eq!(e.schema.text, r#"{"type":"object"}"#);
+            }
+            ImportedItem::Check(_) => panic!("an event was expected"),
+        }
     }
 
     #[test]
