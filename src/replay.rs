@@ -773,7 +773,11 @@ mod tests {
             r#"{{"kind":"check","timestamp":1,"content":{{"command":"rm -rf /","command":"ls"}},"schema":{bash},"expect":{{"is_safe":false,"rule":"json.duplicate_key"}}}}"#
         );
         let out = replay(&[run_line(), check.clone()]);
-        let judged = out[1].as_ref().expect("replayable").as_ref().expect("a check");
+        let judged = out[1]
+            .as_ref()
+            .expect("replayable")
+            .as_ref()
+            .expect("a check");
         assert!(!judged.verdict.is_safe, "{:?}", judged.verdict);
         assert_eq!(judged.unmet, None);
 
