@@ -263,6 +263,7 @@ impl Server {
             max_body_bytes: config.max_body_bytes,
             schemas: SchemaCache::default(),
             open_allowed,
+            open_local_only: addr.ip().is_loopback() && !config.allow_open,
             last_used: LastUsed::default(),
             idempotency_ttl: config.idempotency_ttl,
             metrics: crate::metrics::Metrics::new(db_file),

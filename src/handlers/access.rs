@@ -39,12 +39,71 @@ pub fn authenticate(app: &App, req: &Request) -> Result<Principal, ApiError> {
             app.last_used.record(app, &key.id);
             Ok(Principal::from_key(&key))
         }
-        None if app.open_allowed && !app.store.has_active_keys()? => Ok(Principal::open()),
+        None if app.open_allowed && !app.store.has_active_keys()? => {
+            if app.open_local_only {
+                local_request(header(req, "host"), header(req, "origin"))?;
+            }
+            Ok(Principal::open())
+        }
         None => Err(ApiError::new(
             ErrorCode::MissingApiKey,
             "this server requires an API key in the x-api-key header",
         )),
     }
+}
+
+/// In open mode on a loopback address, anything that can make the operator's browser send a
+/// request could otherwise use the server: a web page posting to `http://127.0.0.1:8787`
+/// (browsers send such a POST without asking when it has no Content-Type), or one whose own
+/// host name is made to resolve to 127.0.0.1 (DNS rebinding), which then reads every run as
+/// its own origin. Browsers say where a request comes from and whom it is for, and an agent
+/// or SDK sends neither an `Origin` nor a foreign `Host`; so a request is answered only when
+/// its `Host` (if any) is a loopback name and its `Origin` (if any) is a loopback origin.
+/// 403 otherwise. `--allow-open` (or an API key) turns this off, e.g. behind a proxy that
+/// forwards its own host name.
+pub fn local_request(host: Option<&str>, origin: Option<&str>) -> Result<(), ApiError> {
+    let refuse = |what: &str, value: &str| {
+        let shown: String = value.chars().take(100).collect();
+        Err(ApiError::new(
+            ErrorCode::InsufficientPermissions,
+            format!(
+                "open mode serves only local requests, and the {what} {shown:?} is not a \
+                 loopback name; create an API key to serve other hosts or web pages"
+            ),
+        ))
+    };
+    if let Some(h) = host
+        && !is_loopback_authority(h)
+    {
+        return refuse("Host", h);
+    }
+    if let Some(o) = origin {
+        let authority = o
+            .strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"));
+        if !authority.is_some_and(|a| !a.contains('/') && is_loopback_authority(a)) {
+            return refuse("Origin", o);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `host[:port]` names this machine: `localhost` or a name under it, an address in
+/// 127.0.0.0/8, or `[::1]`.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((inside, after)) if after.is_empty() || after.starts_with(':') => inside,
+            _ => return false,
+        },
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let host = host.to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// 403 unless `principal` may use `route`: restricted keys only log events and check actions.
@@ -197,5 +256,40 @@ impl LastUsed {
         drop(seen);
         app.store
             .touch_key(key_id, &crate::domain::time::format_millis_utc(now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_mode_answers_local_hosts_and_local_pages_only() {
+        let local = [
+            (None, None),
+            (Some("127.0.0.1:8787"), None),
+            (Some("localhost"), Some("http://localhost:8787")),
+            (Some("LOCALHOST:1"), Some("https://app.localhost")),
+            (Some("[::1]:8787"), Some("http://[::1]:8787")),
+            (Some("127.9.9.9"), Some("http://127.0.0.1")),
+        ];
+        for (host, origin) in local {
+            assert!(local_request(host, origin).is_ok(), "{host:?} {origin:?}");
+        }
+        let foreign = [
+            (Some("rebind.attacker.test:8787"), None),
+            (Some("127.0.0.1.attacker.test"), None),
+            (Some("localhost.attacker.test"), None),
+            (Some("::1"), None),
+            (Some("[::1]x"), None),
+            (Some("127.0.0.1:8787"), Some("http://attacker.example")),
+            (Some("127.0.0.1:8787"), Some("null")),
+            (Some("127.0.0.1:8787"), Some("file://")),
+            (Some("127.0.0.1:8787"), Some("http://127.0.0.1/evil")),
+        ];
+        for (host, origin) in foreign {
+            let err = local_request(host, origin).expect_err(&format!("{host:?} {origin:?}"));
+            assert_eq!(err.code, ErrorCode::InsufficientPermissions);
+        }
     }
 }

@@ -48,6 +48,9 @@ pub struct App {
     /// Whether requests without a key are served while no active key exists (loopback address
     /// or `--allow-open`).
     pub open_allowed: bool,
+    /// Whether open mode answers only requests addressed to a loopback name from a local page
+    /// (a loopback address without `--allow-open`): see [`access::local_request`].
+    pub open_local_only: bool,
     /// When keys were last recorded as used.
     pub last_used: LastUsed,
     /// How long `Idempotency-Key` answers are remembered.

@@ -1353,3 +1353,90 @@ fn everything_stored(app: &TestApp) -> Vec<(String, Vec<u8>)> {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// A raw HTTP/1.1 request with exactly `headers` (no Host added), answered on a new connection.
+fn raw_exchange(addr: SocketAddr, head: &str, body: &str) -> crate::helpers::Resp {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let request = format!(
+        "{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    crate::helpers::parse_response(&raw)
+}
+
+#[test]
+fn open_mode_refuses_requests_from_other_web_pages_and_host_names() {
+    // Arrange
+    let app = TestApp::spawn();
+    let addr = app.addr;
+    let body = run_body("from a web page").to_string();
+    let post = "POST /v1/register-agent-run HTTP/1.1";
+    // (request head, body, expected status, why)
+    let cases = [
+        (
+            format!("{post}\r\nHost: {addr}\r\nOrigin: http://attacker.example"),
+            body.as_str(),
+            403,
+            "a POST from another site's page",
+        ),
+        (
+            format!("{post}\r\nHost: {addr}\r\nOrigin: null"),
+            body.as_str(),
+            403,
+            "a POST from a sandboxed page or a file",
+        ),
+        (
+            format!(
+                "GET /v1/runs HTTP/1.1\r\nHost: rebind.attacker.test:{}",
+                addr.port()
+            ),
+            "",
+            403,
+            "a read through a host name made to resolve to 127.0.0.1",
+        ),
+        (
+            format!("{post}\r\nHost: {addr}\r\nOrigin: http://{addr}"),
+            body.as_str(),
+            200,
+            "a POST from the server's own page",
+        ),
+        (
+            format!("{post}\r\nHost: localhost:{}", addr.port()),
+            body.as_str(),
+            200,
+            "an SDK addressing localhost",
+        ),
+    ];
+    for (head, body, status, why) in cases {
+        // Act
+        let resp = raw_exchange(addr, &head, body);
+
+        // Assert
+        if status == 403 {
+            resp.assert_error(403, "INSUFFICIENT_PERMISSIONS", None, why);
+        } else {
+            assert_eq!(resp.status, status, "{why}: {}", resp.text());
+        }
+    }
+    assert_eq!(
+        count_rows(&app, "runs"),
+        2,
+        "only the two local registrations"
+    );
+
+    // --allow-open opts out (e.g. behind a proxy that forwards its own Host).
+    let proxied = TestApp::spawn_with(&["--allow-open"]);
+    let resp = raw_exchange(
+        proxied.addr,
+        &format!("{post}\r\nHost: runwarden.example.com"),
+        &body,
+    );
+    assert_eq!(resp.status, 200, "with --allow-open: {}", resp.text());
+}
