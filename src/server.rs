@@ -521,7 +521,8 @@ fn handle(app: &App, mut req: Request, visit: Visit) {
     }
     log::info!(
         target: "runwarden::access",
-        "{method} {path} {status} {:.1}ms id={rid}",
+        "{} {path} {status} {:.1}ms id={rid}",
+        loggable(&method, 16),
         started.elapsed().as_secs_f64() * 1000.0
     );
 }
@@ -581,8 +582,14 @@ pub fn into_reply(
 /// hostile URL cannot forge log lines.
 fn loggable_path(url: &str) -> String {
     let path = url.split_once('?').map_or(url, |(p, _)| p);
-    path.chars()
-        .take(200)
+    loggable(path, 200)
+}
+
+/// Client-sent text for a log line: at most `max` characters, control characters escaped (a
+/// method like "GET\x1b]0;pwned\x07" must not reach an operator's terminal as written).
+fn loggable(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
         .flat_map(char::escape_debug)
         .collect()
 }
@@ -616,5 +623,11 @@ mod tests {
     fn logged_paths_have_no_query_and_no_control_characters() {
         assert_eq!(loggable_path("/v1/event?key=secret"), "/v1/event");
         assert_eq!(loggable_path("/a\nFAKE LINE"), "/a\\nFAKE LINE");
+        assert_eq!(
+            loggable("GET\u{1b}]0;pwned\u{7}", 16),
+            "GET\\u{1b}]0;pwned\\u{7}"
+        );
+        assert_eq!(loggable("EVIL\rGET", 16), "EVIL\\rGET");
+        assert_eq!(loggable(&"X".repeat(40), 16).len(), 16);
     }
 }

@@ -5,20 +5,33 @@
 "use strict";
 
 const KEY_STORAGE = "runwarden.apiKey";
-const REFRESH_MS = 2000;
+// Two requests per refresh: 40 a minute, which leaves room under a development key's 60.
+const REFRESH_MS = 3000;
 let refreshTimer = null;
+// Bumped on every navigation, so that a refresh still in flight does not schedule another.
+let navigation = 0;
 
-/** Creates an element with text content and attributes (never HTML). */
+// Characters that change how text around them is shown without showing themselves: bidi
+// embeddings, overrides, isolates and marks, zero-width characters, line and paragraph
+// separators, tag characters. A tool named "safe_tool\u202Egnp.exe" would read "safe_toolexe.png".
+const INVISIBLE = /[\u061C\u200B-\u200F\u2028-\u202E\u2060-\u2064\u2066-\u2069\uFEFF]|\uDB40[\uDC00-\uDC7F]/g;
+
+/** `text` with every invisible formatting character written out as \u{…}. */
+function visible(text) {
+  return String(text).replace(INVISIBLE, (c) => `\\u{${c.codePointAt(0).toString(16).toUpperCase()}}`);
+}
+
+/** Creates an element with text content and attributes (never HTML); all text is `visible`. */
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(props)) {
     if (value === undefined) continue;
-    if (name === "text") node.textContent = value;
+    if (name === "text") node.textContent = visible(value);
     else if (name === "className") node.className = value;
     else node.setAttribute(name, value);
   }
   for (const child of children) {
-    node.append(typeof child === "string" ? document.createTextNode(child) : child);
+    node.append(typeof child === "string" ? document.createTextNode(visible(child)) : child);
   }
   return node;
 }
@@ -138,27 +151,44 @@ async function showRun(traceId) {
     el("div", { className: "prompt", id: "prompt", text: run.system_prompt }),
     el("h2", { text: "Timeline" }),
     timeline);
-  let seen = { events: 0, checks: 0 };
+  let seen = { events: 0, checks: 0, blocked: 0 };
   const items = new Map();
+  const show = () => {
+    counts.textContent = `${seen.events} events · ${seen.checks} checks · ${seen.blocked} blocked`;
+  };
+  show();
+  // One refresh at a time: each starts after the previous one has finished, so the offsets
+  // below always count every item already shown exactly once.
   async function refresh() {
     const q = `trace_id=${encodeURIComponent(traceId)}`;
-    const [events, checks, fresh] = await Promise.all([
-      all(`/v1/events?${q}`, seen.events), all(`/v1/checks?${q}`, seen.checks), api(`/v1/runs/${encodeURIComponent(traceId)}`)]);
-    seen = { events: seen.events + events.length, checks: seen.checks + checks.length };
+    const [events, checks] = await Promise.all([
+      all(`/v1/events?${q}`, seen.events), all(`/v1/checks?${q}`, seen.checks)]);
+    seen = {
+      events: seen.events + events.length,
+      checks: seen.checks + checks.length,
+      blocked: seen.blocked + checks.filter((c) => !c.is_safe).length,
+    };
     for (const e of events) items.set(e.seq, eventItem(e));
     for (const c of checks) items.set(c.seq, checkItem(c));
     if (events.length || checks.length) {
       timeline.replaceChildren(...[...items.keys()].sort((a, b) => a - b).map((seq) => items.get(seq)));
     }
-    counts.textContent = `${fresh.event_count} events · ${fresh.check_count} checks · ${fresh.blocked_check_count} blocked`;
+    show();
     setStatus(`updated ${new Date().toLocaleTimeString()}`);
   }
   await refresh();
-  refreshTimer = setInterval(() => refresh().catch((e) => setStatus(`refresh failed: ${e.message}`)), REFRESH_MS);
+  const mine = navigation;
+  const next = () => {
+    refreshTimer = setTimeout(() => refresh()
+      .catch((e) => setStatus(`refresh failed: ${e.message}`))
+      .finally(() => { if (navigation === mine) next(); }), REFRESH_MS);
+  };
+  next();
 }
 
 async function route() {
-  clearInterval(refreshTimer);
+  navigation += 1;
+  clearTimeout(refreshTimer);
   const match = location.hash.match(/^#\/runs\/([0-9a-fA-F-]{36})$/);
   try {
     if (match) await showRun(match[1]);

@@ -3,8 +3,9 @@
 // Starts the real server on port 0 with a fresh database, records a run whose system prompt
 // carries a <script> and whose event carries <img src=x onerror=alert(1)>, plus a blocked
 // check; opens the run page in headless Chromium and asserts that the blocked check and its
-// reasoning are visible, that the hostile text is shown as text and runs nothing, and saves a
-// screenshot.
+// reasoning are visible, that the hostile text is shown as text and runs nothing, that new
+// checks appear without a reload, that a bidi override in a tool name is written out, and
+// saves a screenshot.
 //
 // usage: node tests/ui/run-page.mjs RUNWARDEN_BINARY SCREENSHOT.png
 // env:   PLAYWRIGHT_DIR (where playwright-core is installed), CHROMIUM (default /usr/bin/chromium)
@@ -83,6 +84,14 @@ try {
   await post("/v1/check", { event_type: "action_check", trace_id, timestamp: 1705329050, content: JSON.stringify({ command: "ls -la" }), schema });
   await page.waitForFunction(() => document.querySelectorAll("#timeline > li").length === 5, null, { timeout: 10000 })
     .catch(() => fail("the run page did not pick up a new check"));
+
+  // A tool name with a right-to-left override shows the override, not reversed text.
+  const bidiSchema = JSON.stringify({ type: "function", name: "safe_tool\u202Egnp.exe", parameters: { type: "object" } });
+  await post("/v1/check", { event_type: "action_check", trace_id, timestamp: 1705329051, content: "{}", schema: bidiSchema });
+  await page.waitForFunction(() => document.querySelectorAll("#timeline > li").length === 6, null, { timeout: 10000 })
+    .catch(() => fail("the run page did not pick up the check with a bidi tool name"));
+  const shown = await page.textContent("#timeline");
+  if (shown.includes("\u202E") || !shown.includes("safe_tool\\u{202E}gnp.exe")) fail("a bidi override in a tool name is not written out");
 
   await page.screenshot({ path: screenshot, fullPage: true });
   console.log(`screenshot: ${screenshot}`);
