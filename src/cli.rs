@@ -582,6 +582,7 @@ fn runs_list(agent_id: Option<&str>, limit: u32, db: &DbArg) -> Result<(), Box<d
         after: None,
         offset: 0,
         limit,
+        max_bytes: u64::MAX,
     };
     let runs = store.list_runs(Scope::All, agent_id, page)?;
     let mut out = std::io::stdout().lock();
@@ -618,6 +619,7 @@ fn runs_show(trace_id: &str, db: &DbArg) -> Result<(), Box<dyn Error>> {
         after: None,
         offset: 0,
         limit: u32::MAX,
+        max_bytes: u64::MAX,
     };
     let events = store.list_events(Scope::All, id, None, all)?;
     let checks = store.list_checks(Scope::All, Some(id), None, all)?;
@@ -810,6 +812,7 @@ fn export(
                 after,
                 offset: 0,
                 limit: 1000,
+                max_bytes: u64::MAX,
             };
             let runs = store.list_runs(Scope::All, agent_id, page)?;
             let Some(last) = runs.last() else { break };

@@ -546,6 +546,7 @@ pub fn export_run(store: &dyn Store, trace_id: TraceId) -> Result<Vec<String>, S
         after: None,
         offset: 0,
         limit: u32::MAX,
+        max_bytes: u64::MAX,
     };
     let run = store.get_run(Scope::All, trace_id)?;
     let events = store.list_events(Scope::All, trace_id, None, all)?;

@@ -19,7 +19,13 @@ use crate::error::ApiError;
 use crate::http::request::query_params;
 use crate::http::response::Reply;
 use crate::http::router::run_id;
-use crate::store::{CheckRecord, EventRecord, Page, RunRecord, Scope, StoreError, StoredJson};
+use crate::store::{
+    CheckRecord, EventRecord, Page, RunRecord, Scope, StoreError, StoredJson, TextBytes, shown_rows,
+};
+
+/// The text (contents, schemas, prompts, reasoning) a page of a list holds at most, beyond
+/// its first item: a page ends early, with a `next_cursor`, rather than hold 100 items of 1 MiB.
+pub const MAX_PAGE_BYTES: u64 = 4 << 20;
 
 /// The default and the largest `limit`.
 const DEFAULT_LIMIT: u32 = 20;
@@ -80,6 +86,7 @@ impl Query {
             after,
             offset,
             limit: limit + 1,
+            max_bytes: MAX_PAGE_BYTES,
         })
     }
 
@@ -164,16 +171,18 @@ struct List<T> {
     next_cursor: Option<String>,
 }
 
-/// A page from `limit + 1` rows: the first `limit`, and a cursor when there are more.
-fn list<R, T: Serialize>(
+/// A page from `limit + 1` rows (fewer when their text reached [`MAX_PAGE_BYTES`], see
+/// [`take_rows`](crate::store::take_rows)): the ones [`shown_rows`] keeps, and a cursor when
+/// there are more.
+fn list<R: TextBytes, T: Serialize>(
     mut rows: Vec<R>,
     page: Page,
     cursor: impl Fn(&R) -> String,
     view: impl Fn(R) -> T,
 ) -> Result<Reply, ApiError> {
-    let limit = (page.limit - 1) as usize;
-    let more = rows.len() > limit;
-    rows.truncate(limit);
+    let shown = shown_rows(&rows, (page.limit - 1) as usize, page.max_bytes);
+    let more = rows.len() > shown;
+    rows.truncate(shown);
     let next_cursor = if more { rows.last().map(cursor) } else { None };
     Reply::json(
         200,

@@ -94,6 +94,72 @@ pub struct Page {
     pub offset: u64,
     /// The most items returned.
     pub limit: u32,
+    /// Items are taken until their text (contents, schemas, prompts, reasoning) reaches this
+    /// many bytes, then one more, so that the caller knows whether more follow (see
+    /// [`take_rows`]); `u64::MAX` for no bound. A page of 100 events of 1 MiB each would
+    /// otherwise hold 100 MB in memory, once per request.
+    pub max_bytes: u64,
+}
+
+/// What a listed item weighs for [`Page::max_bytes`]: the bytes of its text fields.
+pub trait TextBytes {
+    /// The bytes of its text fields.
+    fn text_bytes(&self) -> u64;
+}
+
+impl TextBytes for RunRecord {
+    fn text_bytes(&self) -> u64 {
+        (self.system_prompt.len() + self.agent_id.len()) as u64
+    }
+}
+
+impl TextBytes for EventRecord {
+    fn text_bytes(&self) -> u64 {
+        (self.content.text.len() + self.schema.text.len()) as u64
+    }
+}
+
+impl TextBytes for CheckRecord {
+    fn text_bytes(&self) -> u64 {
+        (self.content.text.len()
+            + self.schema.text.len()
+            + self.reasoning.len()
+            + self.findings.len()) as u64
+    }
+}
+
+/// The rows of `rows` a page takes: all of them (the query already stops at `page.limit`), or
+/// those up to the one that brings their text to `page.max_bytes`, and one more. Rows are
+/// read one at a time, so the rest are never loaded.
+pub fn take_rows<R: TextBytes, E>(
+    rows: impl IntoIterator<Item = Result<R, E>>,
+    page: &Page,
+) -> Result<Vec<R>, E> {
+    let (mut out, mut bytes) = (Vec::new(), 0u64);
+    for row in rows {
+        let row = row?;
+        let full = bytes >= page.max_bytes;
+        bytes = bytes.saturating_add(row.text_bytes());
+        out.push(row);
+        if full {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// How many of `rows` (as [`take_rows`] returned them) a page shows: at most `limit`, and no
+/// more than up to the one that brings their text to `max_bytes`. The rest only tell that more
+/// follow.
+pub fn shown_rows<R: TextBytes>(rows: &[R], limit: usize, max_bytes: u64) -> usize {
+    let mut bytes = 0u64;
+    for (i, row) in rows.iter().enumerate().take(limit) {
+        bytes = bytes.saturating_add(row.text_bytes());
+        if bytes >= max_bytes {
+            return i + 1;
+        }
+    }
+    rows.len().min(limit)
 }
 
 /// A stored run with its counts.
@@ -466,4 +532,51 @@ pub(crate) fn scope_params<'a>(scope: Scope<'a>) -> (&'a str, bool) {
 /// Unix milliseconds of `t`, as stored.
 pub(crate) fn unix_millis(t: time::OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listed item of `n` bytes of text.
+    struct Item(u64);
+
+    impl TextBytes for Item {
+        fn text_bytes(&self) -> u64 {
+            self.0
+        }
+    }
+
+    fn page(limit: u32, max_bytes: u64) -> Page {
+        Page {
+            after: None,
+            offset: 0,
+            limit,
+            max_bytes,
+        }
+    }
+
+    #[test]
+    fn a_page_stops_one_row_after_its_text_reaches_the_bound() {
+        // (sizes of the rows the query yields, limit + 1, bound, rows taken, rows shown)
+        let cases: [(&[u64], u32, u64, usize, usize); 6] = [
+            (&[1, 1, 1], 3, 10, 3, 2),
+            (&[1, 1], 3, 10, 2, 2),
+            (&[6, 6, 6, 6], 5, 10, 3, 2),
+            (&[20, 1, 1], 4, 10, 2, 1),
+            (&[5, 5], 11, 10, 2, 2),
+            (&[5, 5, 5], 11, 10, 3, 2),
+        ];
+        for (sizes, limit, bound, taken, shown) in cases {
+            let p = page(limit, bound);
+            let rows: Vec<Result<Item, ()>> = sizes.iter().map(|&n| Ok(Item(n))).collect();
+            let got = take_rows(rows, &p).expect("rows");
+            assert_eq!(got.len(), taken, "{sizes:?} taken");
+            let visible = shown_rows(&got, (limit - 1) as usize, bound);
+            assert_eq!(visible, shown, "{sizes:?} shown");
+        }
+        // Without a bound, every row the query gives.
+        let rows: Vec<Result<Item, ()>> = (0..1000).map(|_| Ok(Item(1 << 20))).collect();
+        assert_eq!(take_rows(rows, &page(u32::MAX, u64::MAX)).expect("rows").len(), 1000);
+    }
 }

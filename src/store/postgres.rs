@@ -28,7 +28,7 @@ use postgres::{Client, NoTls, Row, Statement};
 use super::{
     CheckRecord, EventRecord, History, ImportOutcome, ImportedItem, ImportedRun, Page,
     RecordedCheck, Replay, RunRecord, Scope, Store, StoreError, StoredJson, StoredReplay,
-    history_item, migrations, scope_params, unix_millis,
+    TextBytes, history_item, migrations, scope_params, take_rows, unix_millis,
 };
 use crate::auth::{ApiKey, KeyType, Limits};
 use crate::domain::event::{NewCheck, NewEvent, NewRun};
@@ -376,6 +376,20 @@ impl WriteStatements {
     }
 }
 
+/// Runs `s` and takes its rows one at a time, as a page does (see [`take_rows`]): rows past
+/// the page's byte bound are never loaded.
+fn page_rows<R: TextBytes>(
+    client: &mut Client,
+    s: &Statement,
+    params: &[&(dyn ToSql + Sync)],
+    page: &Page,
+    row: impl Fn(&Row) -> R,
+) -> Result<Vec<R>, postgres::Error> {
+    use postgres::fallible_iterator::FallibleIterator;
+    let rows = client.query_raw(s, params.iter().copied())?;
+    take_rows(rows.iterator().map(|r| r.map(|r| row(&r))), page)
+}
+
 impl Store for PgStore {
     fn insert_run(
         &self,
@@ -674,7 +688,8 @@ impl Store for PgStore {
                     AND ($4::BIGINT IS NULL OR r.key < $4)
                   ORDER BY r.key DESC LIMIT $5 OFFSET $6"
             ))?;
-            let rows = conn.client.query(
+            page_rows(
+                &mut conn.client,
                 &s,
                 &[
                     &all,
@@ -684,8 +699,9 @@ impl Store for PgStore {
                     &i64::from(page.limit),
                     &(page.offset.min(i64::MAX as u64) as i64),
                 ],
-            )?;
-            Ok(rows.iter().map(run_from_row).collect())
+                &page,
+                run_from_row,
+            )
         })
     }
 
@@ -722,7 +738,8 @@ impl Store for PgStore {
                 AND ($3::BIGINT IS NULL OR seq > $3)
               ORDER BY seq LIMIT $4 OFFSET $5",
         )?;
-        let rows = conn.client.query(
+        Ok(page_rows(
+            &mut conn.client,
             &s,
             &[
                 &trace_id.to_string(),
@@ -731,10 +748,8 @@ impl Store for PgStore {
                 &i64::from(page.limit),
                 &(page.offset.min(i64::MAX as u64) as i64),
             ],
-        )?;
-        Ok(rows
-            .iter()
-            .map(|r| EventRecord {
+            &page,
+            |r| EventRecord {
                 event_id: r.get(0),
                 trace_id: r.get(1),
                 seq: r.get(2),
@@ -749,8 +764,8 @@ impl Store for PgStore {
                     text: r.get(8),
                     form: r.get(9),
                 },
-            })
-            .collect())
+            },
+        )?)
     }
 
     fn check_key(&self, scope: Scope<'_>, check_id: &str) -> Result<i64, StoreError> {
@@ -788,7 +803,8 @@ impl Store for PgStore {
                 AND ($5::BIGINT IS NULL OR c.key > $5)
               ORDER BY c.key LIMIT $6 OFFSET $7",
         )?;
-        let rows = conn.client.query(
+        Ok(page_rows(
+            &mut conn.client,
             &s,
             &[
                 &all,
@@ -799,10 +815,8 @@ impl Store for PgStore {
                 &i64::from(page.limit),
                 &(page.offset.min(i64::MAX as u64) as i64),
             ],
-        )?;
-        Ok(rows
-            .iter()
-            .map(|r| CheckRecord {
+            &page,
+            |r| CheckRecord {
                 key: r.get(0),
                 check_id: r.get(1),
                 trace_id: r.get(2),
@@ -821,8 +835,8 @@ impl Store for PgStore {
                 is_safe: r.get(11),
                 reasoning: text(r.get(12)),
                 findings: r.get(13),
-            })
-            .collect())
+            },
+        )?)
     }
 
     fn import_run(&self, run: ImportedRun) -> Result<ImportOutcome, StoreError> {

@@ -24,7 +24,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use super::{
     CheckRecord, EventRecord, History, ImportOutcome, ImportedItem, ImportedRun, Page,
     RecordedCheck, Replay, RunRecord, Scope, Store, StoreError, StoredJson, StoredReplay,
-    history_item, migrations, scope_params, unix_millis,
+    history_item, migrations, scope_params, take_rows, unix_millis,
 };
 use crate::auth::{ApiKey, KeyType, Limits};
 use crate::domain::event::{NewCheck, NewEvent, NewRun};
@@ -423,24 +423,26 @@ impl Store for SqliteStore {
     ) -> Result<Vec<RunRecord>, StoreError> {
         let (project, all) = scope_params(scope);
         self.read(|conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs r
+            take_rows(
+                conn.prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs r
                   WHERE (?1 OR r.project = ?2) AND (?3 IS NULL OR r.agent_id = ?3)
                     AND (?4 IS NULL OR r.rowid < ?4)
                   ORDER BY r.rowid DESC LIMIT ?5 OFFSET ?6"
-            ))?
-            .query_map(
-                params![
-                    all,
-                    project,
-                    agent_id,
-                    page.after,
-                    page.limit,
-                    page.offset as i64
-                ],
-                run_from_row,
-            )?
-            .collect()
+                ))?
+                .query_map(
+                    params![
+                        all,
+                        project,
+                        agent_id,
+                        page.after,
+                        page.limit,
+                        page.offset as i64
+                    ],
+                    run_from_row,
+                )?,
+                &page,
+            )
         })
     }
 
@@ -463,42 +465,44 @@ impl Store for SqliteStore {
     ) -> Result<Vec<EventRecord>, StoreError> {
         self.run_visible(scope, trace_id)?;
         self.read(|conn| {
-            conn.prepare_cached(
-                "SELECT event_id, trace_id, seq, event_type, occurred_at, received_at_ms,
+            take_rows(
+                conn.prepare_cached(
+                    "SELECT event_id, trace_id, seq, event_type, occurred_at, received_at_ms,
                         content, content_form, schema, schema_form
                    FROM events
                   WHERE trace_id = ?1 AND (?2 IS NULL OR event_type = ?2)
                     AND (?3 IS NULL OR seq > ?3)
                   ORDER BY seq LIMIT ?4 OFFSET ?5",
-            )?
-            .query_map(
-                params![
-                    trace_id.to_string(),
-                    event_type,
-                    page.after,
-                    page.limit,
-                    page.offset as i64
-                ],
-                |r| {
-                    Ok(EventRecord {
-                        event_id: r.get(0)?,
-                        trace_id: r.get(1)?,
-                        seq: r.get(2)?,
-                        event_type: r.get(3)?,
-                        occurred_at: r.get(4)?,
-                        received_at_ms: r.get(5)?,
-                        content: StoredJson {
-                            text: r.get(6)?,
-                            form: r.get(7)?,
-                        },
-                        schema: StoredJson {
-                            text: r.get(8)?,
-                            form: r.get(9)?,
-                        },
-                    })
-                },
-            )?
-            .collect()
+                )?
+                .query_map(
+                    params![
+                        trace_id.to_string(),
+                        event_type,
+                        page.after,
+                        page.limit,
+                        page.offset as i64
+                    ],
+                    |r| {
+                        Ok(EventRecord {
+                            event_id: r.get(0)?,
+                            trace_id: r.get(1)?,
+                            seq: r.get(2)?,
+                            event_type: r.get(3)?,
+                            occurred_at: r.get(4)?,
+                            received_at_ms: r.get(5)?,
+                            content: StoredJson {
+                                text: r.get(6)?,
+                                form: r.get(7)?,
+                            },
+                            schema: StoredJson {
+                                text: r.get(8)?,
+                                form: r.get(9)?,
+                            },
+                        })
+                    },
+                )?,
+                &page,
+            )
         })
     }
 
@@ -525,49 +529,51 @@ impl Store for SqliteStore {
         }
         let (project, all) = scope_params(scope);
         self.read(|conn| {
-            conn.prepare_cached(
-                "SELECT c.rowid, c.check_id, c.trace_id, c.seq, c.tool_name, c.occurred_at,
+            take_rows(
+                conn.prepare_cached(
+                    "SELECT c.rowid, c.check_id, c.trace_id, c.seq, c.tool_name, c.occurred_at,
                         c.received_at_ms, c.content, c.content_form, c.schema, c.schema_form,
                         c.is_safe, c.reasoning, c.findings
                    FROM checks c JOIN runs r ON r.trace_id = c.trace_id
                   WHERE (?1 OR r.project = ?2) AND (?3 IS NULL OR c.trace_id = ?3)
                     AND (?4 IS NULL OR c.is_safe = ?4) AND (?5 IS NULL OR c.rowid > ?5)
                   ORDER BY c.rowid LIMIT ?6 OFFSET ?7",
-            )?
-            .query_map(
-                params![
-                    all,
-                    project,
-                    trace_id.map(|t| t.to_string()),
-                    is_safe,
-                    page.after,
-                    page.limit,
-                    page.offset as i64
-                ],
-                |r| {
-                    Ok(CheckRecord {
-                        key: r.get(0)?,
-                        check_id: r.get(1)?,
-                        trace_id: r.get(2)?,
-                        seq: r.get(3)?,
-                        tool_name: r.get(4)?,
-                        occurred_at: r.get(5)?,
-                        received_at_ms: r.get(6)?,
-                        content: StoredJson {
-                            text: r.get(7)?,
-                            form: r.get(8)?,
-                        },
-                        schema: StoredJson {
-                            text: r.get(9)?,
-                            form: r.get(10)?,
-                        },
-                        is_safe: r.get(11)?,
-                        reasoning: r.get(12)?,
-                        findings: r.get(13)?,
-                    })
-                },
-            )?
-            .collect()
+                )?
+                .query_map(
+                    params![
+                        all,
+                        project,
+                        trace_id.map(|t| t.to_string()),
+                        is_safe,
+                        page.after,
+                        page.limit,
+                        page.offset as i64
+                    ],
+                    |r| {
+                        Ok(CheckRecord {
+                            key: r.get(0)?,
+                            check_id: r.get(1)?,
+                            trace_id: r.get(2)?,
+                            seq: r.get(3)?,
+                            tool_name: r.get(4)?,
+                            occurred_at: r.get(5)?,
+                            received_at_ms: r.get(6)?,
+                            content: StoredJson {
+                                text: r.get(7)?,
+                                form: r.get(8)?,
+                            },
+                            schema: StoredJson {
+                                text: r.get(9)?,
+                                form: r.get(10)?,
+                            },
+                            is_safe: r.get(11)?,
+                            reasoning: r.get(12)?,
+                            findings: r.get(13)?,
+                        })
+                    },
+                )?,
+                &page,
+            )
         })
     }
 

@@ -1583,3 +1583,32 @@ fn a_restricted_key_gets_403_and_no_key_gets_401_on_every_read() {
         }
     }
 }
+
+#[test]
+fn a_page_of_large_items_ends_early_and_its_cursor_goes_on() {
+    // Arrange: six events of 900 KB each, 5.4 MB in all (a page holds about 4 MiB of text).
+    let app = TestApp::spawn();
+    let t = register(&app, None, "large", "You are a helpful assistant.");
+    let big = json!({"blob": "x".repeat(900_000)}).to_string();
+    let mut logged = Vec::new();
+    for i in 0..6 {
+        let body = json!({"event_type": "tool", "trace_id": t, "timestamp": 1705329000 + i,
+                          "content": big, "schema": "{}"});
+        logged.push(log_event(&app, None, &body));
+    }
+
+    // Act
+    let pages = walk(
+        &app,
+        None,
+        &format!("/v1/events?trace_id={t}&"),
+        100,
+        "event_id",
+        "large events",
+    );
+
+    // Assert
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [5, 1], "the first page stops at the item that reaches 4 MiB");
+    assert_eq!(pages.concat(), logged, "every event once, in order");
+}
