@@ -48,7 +48,11 @@ async function api(path) {
   const key = sessionStorage.getItem(KEY_STORAGE);
   if (key) headers["x-api-key"] = key;
   const response = await fetch(path, { headers });
-  if (response.status === 401 || response.status === 403) throw new NeedsKey();
+  if (response.status === 401 || response.status === 403) {
+    // Why (a restricted key may not read, say), shown beside the key form.
+    const refusal = await response.json().catch(() => ({}));
+    throw new NeedsKey(refusal.error ? refusal.error.message : "");
+  }
   const body = await response.json();
   if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
   return body;
@@ -194,7 +198,10 @@ async function route() {
     if (match) await showRun(match[1]);
     else await showRuns();
   } catch (e) {
-    if (e instanceof NeedsKey) showKeyForm(route);
+    if (e instanceof NeedsKey) {
+      showKeyForm(route);
+      if (e.message) setStatus(e.message);
+    }
     else document.getElementById("main").replaceChildren(el("p", { className: "error", text: e.message }));
   }
 }
