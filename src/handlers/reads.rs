@@ -25,7 +25,7 @@ use crate::store::{
 
 /// The text (contents, schemas, prompts, reasoning) a page of a list holds at most, beyond
 /// its first item: a page ends early, with a `next_cursor`, rather than hold 100 items of 1 MiB.
-pub const MAX_PAGE_BYTES: u64 = 4 << 20;
+const MAX_PAGE_BYTES: u64 = 4 << 20;
 
 /// The default and the largest `limit`.
 const DEFAULT_LIMIT: u32 = 20;

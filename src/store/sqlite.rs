@@ -723,6 +723,7 @@ fn checkpoint(
     let file_bytes = std::fs::metadata(&wal.path).map_or(0, |m| m.len());
     if file_bytes > (WAL_RESTART_PAGES * 4096) as u64 {
         restart_wal(conn, busy_timeout, "TRUNCATE");
+        wal_full.store(false, Ordering::Relaxed);
     }
     Ok(())
 }
