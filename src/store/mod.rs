@@ -577,6 +577,11 @@ mod tests {
         }
         // Without a bound, every row the query gives.
         let rows: Vec<Result<Item, ()>> = (0..1000).map(|_| Ok(Item(1 << 20))).collect();
-        assert_eq!(take_rows(rows, &page(u32::MAX, u64::MAX)).expect("rows").len(), 1000);
+        assert_eq!(
+            take_rows(rows, &page(u32::MAX, u64::MAX))
+                .expect("rows")
+                .len(),
+            1000
+        );
     }
 }

@@ -1609,6 +1609,10 @@ fn a_page_of_large_items_ends_early_and_its_cursor_goes_on() {
 
     // Assert
     let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
-    assert_eq!(sizes, [5, 1], "the first page stops at the item that reaches 4 MiB");
+    assert_eq!(
+        sizes,
+        [5, 1],
+        "the first page stops at the item that reaches 4 MiB"
+    );
     assert_eq!(pages.concat(), logged, "every event once, in order");
 }
