@@ -15,7 +15,7 @@ use crate::helpers::TestApp;
 fn keep_alive_exchange(reader: &mut BufReader<TcpStream>) -> std::io::Result<u16> {
     reader
         .get_mut()
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
     read_response(reader)
 }
 
@@ -64,7 +64,7 @@ fn burst(addr: SocketAddr, n: usize, limit: Duration) -> Vec<Option<Duration>> {
     let mut readers: Vec<BufReader<TcpStream>> = streams.into_iter().map(BufReader::new).collect();
     for r in &mut readers {
         r.get_mut()
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .expect("send");
     }
     readers
@@ -173,7 +173,7 @@ fn idle_and_slow_clients_do_not_delay_another_client() {
             let (addr, stop) = (app.addr, Arc::clone(&stop));
             std::thread::spawn(move || {
                 let mut s = TcpStream::connect(addr).expect("a slow connection");
-                let head = b"POST /v1/register-agent-run HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+                let head = b"POST /v1/register-agent-run HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n";
                 for b in head.iter().cycle() {
                     if stop.load(std::sync::atomic::Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
                         break;

@@ -113,7 +113,7 @@ fn read_until_end(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, End) {
 fn keep_alive_healthz(reader: &mut BufReader<TcpStream>) -> std::io::Result<Resp> {
     reader
         .get_mut()
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
     let mut raw = Vec::new();
     loop {
         let n = reader.read_until(b'\n', &mut raw)?;
@@ -231,7 +231,7 @@ fn partial_bodies_do_not_hold_the_workers_and_each_gets_a_400_naming_its_length(
             let mut stream = TcpStream::connect(app.addr).expect("connect a partial client");
             stream
                 .write_all(
-                    b"POST /v1/register-agent-run HTTP/1.1\r\nHost: x\r\n\
+                    b"POST /v1/register-agent-run HTTP/1.1\r\nHost: localhost\r\n\
                       Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n\
                       {\"agent_id\":",
                 )
@@ -301,7 +301,7 @@ fn a_registration_queued_behind_a_stalled_body_is_answered_and_stored_once() {
     let mut stalled = TcpStream::connect(app.addr).expect("connect the stalling client");
     stalled
         .write_all(
-            b"POST /v1/register-agent-run HTTP/1.1\r\nHost: x\r\n\
+            b"POST /v1/register-agent-run HTTP/1.1\r\nHost: localhost\r\n\
               Content-Type: application/json\r\nContent-Length: 200000\r\n\r\n{\"agent_id\":",
         )
         .expect("send the stalling head");
@@ -317,7 +317,7 @@ fn a_registration_queued_behind_a_stalled_body_is_answered_and_stored_once() {
     queued
         .write_all(
             format!(
-                "POST /v1/register-agent-run HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                "POST /v1/register-agent-run HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
                  Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             )
@@ -352,7 +352,7 @@ fn a_head_sent_one_byte_at_a_time_is_cut_off_after_the_client_timeout() {
             .set_nonblocking(true)
             .map_err(|e| format!("set non-blocking: {e}"))?;
         let head = format!(
-            "POST /v1/register-agent-run HTTP/1.1\r\nHost: x\r\nX-Slow: {}",
+            "POST /v1/register-agent-run HTTP/1.1\r\nHost: localhost\r\nX-Slow: {}",
             "s".repeat(200)
         );
         for b in head.bytes() {
@@ -448,7 +448,7 @@ fn an_endless_request_head_is_reset_before_it_costs_memory_and_a_head_under_the_
 
     // Act: an endless header value, 64 KiB at a time, until a send fails.
     stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: ")
         .expect("send the start of the head");
     let (sent, failure, took) = send_endless_header(&mut stream, 64 * MIB);
     let (rss, peak) = resident_bytes(app.pid());
@@ -542,8 +542,8 @@ fn an_endless_head_pipelined_behind_a_response_the_client_does_not_take_is_reset
     stream
         .write_all(
             format!(
-                "GET /v1/events?trace_id={trace}&limit=100 HTTP/1.1\r\nHost: x\r\n\r\n\
-                 GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "
+                "GET /v1/events?trace_id={trace}&limit=100 HTTP/1.1\r\nHost: localhost\r\n\r\n\
+                 GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: "
             )
             .as_bytes(),
         )
@@ -645,7 +645,7 @@ fn a_client_that_does_not_read_its_response_frees_the_only_worker_after_the_clie
     // Act: ask for all of them, never read; then another client asks.
     lazy.write_all(
         format!(
-            "GET /v1/events?trace_id={trace}&limit=100 HTTP/1.1\r\nHost: x\r\n\
+            "GET /v1/events?trace_id={trace}&limit=100 HTTP/1.1\r\nHost: localhost\r\n\
              Connection: close\r\n\r\n"
         )
         .as_bytes(),
