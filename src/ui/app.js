@@ -106,20 +106,31 @@ async function showRuns() {
     const value = new FormData(filter).get("agent_id");
     location.hash = value ? `#/?agent_id=${encodeURIComponent(value)}` : "#/";
   });
-  const query = agent ? `agent_id=${encodeURIComponent(agent)}&limit=100` : "limit=100";
-  const page = await api(`/v1/runs?${query}`);
-  const rows = page.data.map((run) => el("tr", {},
+  const base = agent ? `/v1/runs?agent_id=${encodeURIComponent(agent)}&limit=100` : "/v1/runs?limit=100";
+  const row = (run) => el("tr", {},
     el("td", {}, el("a", { href: `#/runs/${run.trace_id}`, text: run.agent_id })),
     el("td", { text: run.timestamp }),
     el("td", { className: "num", text: String(run.event_count) }),
     el("td", { className: "num", text: String(run.check_count) }),
-    el("td", { className: run.blocked_check_count ? "num blocked" : "num", text: String(run.blocked_check_count) })));
+    el("td", { className: run.blocked_check_count ? "num blocked" : "num", text: String(run.blocked_check_count) }));
+  const body = el("tbody");
   const table = el("table", {},
     el("thead", {}, el("tr", {}, ...["Agent", "Started", "Events", "Checks", "Blocked"].map((h) => el("th", { text: h })))),
-    el("tbody", {}, ...rows));
+    body);
+  const more = el("button", { type: "button", className: "more", text: "Older runs" });
+  let shown = 0;
+  // One page of 100 at a time: the newest first, older ones when asked for.
+  async function load(cursor) {
+    const page = await api(cursor ? `${base}&cursor=${encodeURIComponent(cursor)}` : base);
+    body.append(...page.data.map(row));
+    shown += page.data.length;
+    more.hidden = !page.next_cursor;
+    more.onclick = () => load(page.next_cursor).catch((e) => setStatus(e.message));
+    setStatus(`${shown} runs${page.next_cursor ? " (older ones: below)" : ""}`);
+  }
+  await load(null);
   main.replaceChildren(el("h1", { text: "Runs" }), filter,
-    page.data.length ? table : el("p", { text: "No runs yet." }));
-  setStatus(`${page.data.length} runs`);
+    shown ? table : el("p", { text: "No runs yet." }), more);
 }
 
 function eventItem(event) {

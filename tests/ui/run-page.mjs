@@ -4,8 +4,8 @@
 // carries a <script> and whose event carries <img src=x onerror=alert(1)>, plus a blocked
 // check; opens the run page in headless Chromium and asserts that the blocked check and its
 // reasoning are visible, that the hostile text is shown as text and runs nothing, that new
-// checks appear without a reload, that a bidi override in a tool name is written out, and
-// saves a screenshot.
+// checks appear without a reload, that a bidi override in a tool name is written out, that the
+// runs list offers older runs past its first 100, and saves a screenshot.
 //
 // usage: node tests/ui/run-page.mjs RUNWARDEN_BINARY SCREENSHOT.png
 // env:   PLAYWRIGHT_DIR (where playwright-core is installed), CHROMIUM (default /usr/bin/chromium)
@@ -99,6 +99,17 @@ try {
   await page.goto(`${base}/#/`);
   await page.waitForSelector("td.blocked", { timeout: 10000 });
   if ((await page.textContent("td.blocked")).trim() !== "1") fail("the runs list does not show 1 blocked check");
+  // The runs list shows 100 runs, then older ones on request.
+  for (let i = 0; i < 100; i++) {
+    await post("/v1/register-agent-run", { agent_id: `bulk-${i}`, timestamp: "2024-01-15T14:30:45.123Z", system_prompt: "p" });
+  }
+  await page.reload();
+  await page.waitForFunction(() => document.querySelectorAll("tbody tr").length === 100, null, { timeout: 10000 })
+    .catch(() => fail("the runs list does not show its first 100 runs"));
+  await page.click("button.more");
+  await page.waitForFunction(() => document.querySelectorAll("tbody tr").length === 101, null, { timeout: 10000 })
+    .catch(() => fail("Older runs did not add the 101st run"));
+  if (!(await page.isHidden("button.more"))) fail("Older runs is still offered after the last run");
 } catch (e) {
   fail(e.stack || String(e));
 } finally {
