@@ -13,8 +13,8 @@ use serde_json::json;
 
 use crate::helpers::{
     BIN, RATE_HEADERS, Storage, TestApp, assert_one_error_line, avoid_window_end, create_key,
-    database_of, fresh_dir, http, on_postgres, parse_startup_line, pg_admin_url, run_to_exit,
-    signal, skip_on_postgres, transfer_check, url_with_database,
+    database_of, fresh_dir, http, on_postgres, output_within, parse_startup_line, pg_admin_url,
+    run_to_exit, signal, skip_on_postgres, transfer_check, url_with_database,
 };
 
 const VARS: [&str; 9] = [
@@ -45,25 +45,8 @@ fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
 
 /// Runs `cmd` to completion with its output captured (at most 10 s; it is killed and the test
 /// fails after that).
-fn output_of(mut cmd: Command) -> std::process::Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start runwarden");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(output) => output.expect("collect the output"),
-        Err(_) => {
-            signal(pid, "KILL");
-            panic!("runwarden did not exit within 10 s");
-        }
-    }
+fn output_of(cmd: Command) -> std::process::Output {
+    output_within(cmd, "runwarden")
 }
 
 /// The text of stdout and of stderr.

@@ -691,8 +691,16 @@ pub fn runwarden_command(args: &[&str]) -> Command {
 /// Runs the binary with `args` to completion in a fresh directory (at most 10 s; it is killed
 /// and the test fails after that).
 pub fn run_to_exit(args: &[&str]) -> std::process::Output {
-    let child = runwarden_command(args)
-        .current_dir(fresh_dir("run"))
+    let mut cmd = runwarden_command(args);
+    cmd.current_dir(fresh_dir("run"));
+    output_within(cmd, &format!("runwarden {args:?}"))
+}
+
+/// Runs `cmd` to completion with its output captured and no input (at most 10 s; it is killed
+/// and the test fails after that, naming `what`).
+pub fn output_within(mut cmd: Command, what: &str) -> std::process::Output {
+    let child = cmd
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -706,7 +714,7 @@ pub fn run_to_exit(args: &[&str]) -> std::process::Output {
         Ok(output) => output.expect("collect the output"),
         Err(_) => {
             signal(pid, "KILL");
-            panic!("runwarden {args:?} did not exit within 10 s");
+            panic!("{what} did not exit within 10 s");
         }
     }
 }
