@@ -27,17 +27,23 @@ pub fn register(app: &App, call: &Call<'_>) -> Result<Reply, ApiError> {
             timestamp: format_millis_utc(run.received_at),
         },
     )?;
-    if log::log_enabled!(log::Level::Debug) {
-        // What the policy engine reads from this prompt (debug only: it quotes the prompt).
-        log::debug!(
+    // What the policy engine reads from this prompt (debug only: it quotes the prompt), logged
+    // once the run is stored.
+    let constraints = log::log_enabled!(log::Level::Debug).then(|| {
+        format!(
             "run {}: constraints from the system prompt: {:?}",
             run.trace_id,
             crate::engine::prompt::derive(&run.system_prompt)
-        );
-    }
+        )
+    });
     let replay = call.replay(answer.status, &answer.body);
     match app.store.insert_run(&call.principal.project, run, replay) {
-        Ok(()) => Ok(answer),
+        Ok(()) => {
+            if let Some(line) = constraints {
+                log::debug!("{line}");
+            }
+            Ok(answer)
+        }
         Err(StoreError::Conflict) => Err(ApiError::new(
             ErrorCode::TraceIdConflict,
             "a run with this trace_id already exists; trace ids are never reused",
