@@ -122,8 +122,9 @@ fn encode_id_cursor(prefix: char, uuid: &str) -> String {
     format!("{prefix}{}", uuid.replace('-', ""))
 }
 
-/// The id (canonical, lowercase) a cursor made by [`encode_id_cursor`] names; not yet looked up.
-fn decode_id_cursor(prefix: char, s: &str) -> Result<String, ApiError> {
+/// The UUID a cursor made by [`encode_id_cursor`] names (a run's or a check's id); not yet
+/// looked up.
+fn decode_id_cursor(prefix: char, s: &str) -> Result<TraceId, ApiError> {
     s.strip_prefix(prefix)
         .filter(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
         .and_then(|h| {
@@ -135,7 +136,7 @@ fn decode_id_cursor(prefix: char, s: &str) -> Result<String, ApiError> {
                 &h[16..20],
                 &h[20..]
             );
-            TraceId::parse(&dashed).ok().map(|id| id.to_string())
+            TraceId::parse(&dashed).ok()
         })
         .ok_or_else(bad_cursor)
 }
@@ -146,12 +147,12 @@ fn decode_id_cursor(prefix: char, s: &str) -> Result<String, ApiError> {
 fn id_cursor_key(
     cursor: Option<&str>,
     prefix: char,
-    key_of: impl FnOnce(&str) -> Result<i64, StoreError>,
+    key_of: impl FnOnce(TraceId) -> Result<i64, StoreError>,
 ) -> Result<Option<i64>, ApiError> {
     let Some(cursor) = cursor else {
         return Ok(None);
     };
-    match key_of(&decode_id_cursor(prefix, cursor)?) {
+    match key_of(decode_id_cursor(prefix, cursor)?) {
         Ok(key) => Ok(Some(key)),
         Err(StoreError::NotFound) => Err(bad_cursor()),
         Err(other) => Err(other.into()),
@@ -303,8 +304,7 @@ pub fn runs(app: &App, principal: &Principal, url: &str) -> Result<Reply, ApiErr
         params: query_params(url),
     };
     let after = id_cursor_key(q.get("cursor"), 'r', |id| {
-        let id = TraceId::parse(id).map_err(|_| StoreError::NotFound)?;
-        app.store.get_run(scope(principal), id).map(|r| r.key)
+        app.store.run_key(scope(principal), id)
     })?;
     let page = q.page(after)?;
     let rows = app
@@ -367,7 +367,7 @@ pub fn checks(app: &App, principal: &Principal, url: &str) -> Result<Reply, ApiE
         }
     };
     let after = id_cursor_key(q.get("cursor"), 'k', |id| {
-        app.store.check_key(scope(principal), id)
+        app.store.check_key(scope(principal), &id.to_string())
     })?;
     let page = q.page(after)?;
     let rows = app
@@ -401,9 +401,15 @@ mod tests {
         let id = "f4f4f4f4-0000-4000-8000-00000000000a";
         let cursor = encode_id_cursor('k', id);
         assert_eq!(cursor, "kf4f4f4f400004000800000000000000a");
-        assert_eq!(decode_id_cursor('k', &cursor).expect("valid"), id);
+        assert_eq!(
+            decode_id_cursor('k', &cursor).expect("valid").to_string(),
+            id
+        );
         let upper = format!("k{}", cursor[1..].to_uppercase());
-        assert_eq!(decode_id_cursor('k', &upper).expect("any case"), id);
+        assert_eq!(
+            decode_id_cursor('k', &upper).expect("any case").to_string(),
+            id
+        );
         let longer = format!("{cursor}0");
         let not_hex = cursor.replace('a', "g");
         for bad in [

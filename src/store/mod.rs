@@ -430,6 +430,10 @@ pub trait Store: Send + Sync {
         page: Page,
     ) -> Result<Vec<EventRecord>, StoreError>;
 
+    /// The list key of run `trace_id` when it is in `scope` (`NotFound` otherwise): where the
+    /// page of runs after it starts. Unlike `get_run`, it counts nothing.
+    fn run_key(&self, scope: Scope<'_>, trace_id: TraceId) -> Result<i64, StoreError>;
+
     /// The list key of check `check_id` when its run is in `scope` (`NotFound` otherwise):
     /// where the page of checks after it starts.
     fn check_key(&self, scope: Scope<'_>, check_id: &str) -> Result<i64, StoreError>;

@@ -768,6 +768,19 @@ impl Store for PgStore {
         )?)
     }
 
+    fn run_key(&self, scope: Scope<'_>, trace_id: TraceId) -> Result<i64, StoreError> {
+        let (project, all) = scope_params(scope);
+        self.with(|conn| {
+            let s =
+                conn.stmt("SELECT key FROM runs WHERE trace_id = $1 AND ($2 OR project = $3)")?;
+            let row = conn
+                .client
+                .query_opt(&s, &[&trace_id.to_string(), &all, &project])?;
+            Ok(row.map(|r| r.get::<_, i64>(0)))
+        })?
+        .ok_or(StoreError::NotFound)
+    }
+
     fn check_key(&self, scope: Scope<'_>, check_id: &str) -> Result<i64, StoreError> {
         let (project, all) = scope_params(scope);
         self.with(|conn| {

@@ -506,6 +506,16 @@ impl Store for SqliteStore {
         })
     }
 
+    fn run_key(&self, scope: Scope<'_>, trace_id: TraceId) -> Result<i64, StoreError> {
+        let (project, all) = scope_params(scope);
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT rowid FROM runs WHERE trace_id = ?1 AND (?2 OR project = ?3)",
+            )?
+            .query_row(params![trace_id.to_string(), all, project], |r| r.get(0))
+        })
+    }
+
     fn check_key(&self, scope: Scope<'_>, check_id: &str) -> Result<i64, StoreError> {
         let (project, all) = scope_params(scope);
         self.read(|conn| {
