@@ -84,14 +84,56 @@ function time(seconds) {
   return new Date(seconds * 1000).toISOString().replace("T", " ").replace("Z", "");
 }
 
-/** Pretty-printed JSON when the text is JSON, else the text itself. */
+/**
+ * Pretty-printed JSON when the text is JSON, else the text itself. The text is re-indented as
+ * written, never parsed into objects and printed back: a key sent twice (which a check blocks
+ * as json.duplicate_key) stays twice, and numbers keep every digit. Content the API returned as
+ * JSON rather than as a string was already parsed by the browser, so it is shown as parsed.
+ */
 function pretty(value) {
-  const text = typeof value === "string" ? value : JSON.stringify(value);
+  if (typeof value !== "string") return JSON.stringify(value, null, 2);
   try {
-    return JSON.stringify(JSON.parse(text), null, 2);
+    JSON.parse(value);
   } catch (_) {
-    return text;
+    return value;
   }
+  return reindent(value);
+}
+
+/** Indents valid JSON text by two spaces per level, copying strings and numbers verbatim. */
+function reindent(text) {
+  let out = "";
+  let depth = 0;
+  const newline = () => "\n" + "  ".repeat(depth);
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let end = i + 1;
+      while (text[end] !== '"') end += text[end] === "\\" ? 2 : 1;
+      out += text.slice(i, end + 1);
+      i = end;
+    } else if (c === "{" || c === "[") {
+      let next = i + 1;
+      while (" \t\r\n".includes(text[next])) next++;
+      if (text[next] === (c === "{" ? "}" : "]")) {
+        out += c + text[next];
+        i = next;
+      } else {
+        depth++;
+        out += c + newline();
+      }
+    } else if (c === "}" || c === "]") {
+      depth--;
+      out += newline() + c;
+    } else if (c === ",") {
+      out += c + newline();
+    } else if (c === ":") {
+      out += ": ";
+    } else if (!" \t\r\n".includes(c)) {
+      out += c;
+    }
+  }
+  return out;
 }
 
 async function showRuns() {

@@ -4,8 +4,9 @@
 // carries a <script> and whose event carries <img src=x onerror=alert(1)>, plus a blocked
 // check; opens the run page in headless Chromium and asserts that the blocked check and its
 // reasoning are visible, that the hostile text is shown as text and runs nothing, that new
-// checks appear without a reload, that a bidi override in a tool name is written out, that the
-// runs list offers older runs past its first 100, and saves a screenshot.
+// checks appear without a reload, that a bidi override in a tool name is written out, that
+// arguments with a key sent twice show it twice, that the runs list offers older runs past its
+// first 100, and saves a screenshot.
 //
 // usage: node tests/ui/run-page.mjs RUNWARDEN_BINARY SCREENSHOT.png
 // env:   PLAYWRIGHT_DIR (where playwright-core is installed), CHROMIUM (default /usr/bin/chromium)
@@ -93,12 +94,20 @@ try {
   const shown = await page.textContent("#timeline");
   if (shown.includes("\u202E") || !shown.includes("safe_tool\\u{202E}gnp.exe")) fail("a bidi override in a tool name is not written out");
 
+  // Arguments with a key sent twice are shown as sent (the browser's parser would keep one).
+  const twice = await post("/v1/check", { event_type: "action_check", trace_id, timestamp: 1705329052, content: '{"command":"rm -rf /","command":"ls"}', schema });
+  if (twice.is_safe) fail("a check with a key sent twice was expected to block");
+  await page.waitForFunction(() => document.querySelectorAll("#timeline > li").length === 7, null, { timeout: 10000 })
+    .catch(() => fail("the run page did not pick up the check with a key sent twice"));
+  const args = await page.textContent("#timeline > li:last-child pre");
+  if (!args.includes('"command": "rm -rf /"') || !args.includes('"command": "ls"')) fail(`a key sent twice is not shown twice: ${args}`);
+
   await page.screenshot({ path: screenshot, fullPage: true });
   console.log(`screenshot: ${screenshot}`);
-  // The runs list shows the run with its blocked count.
+  // The runs list shows the run with its blocked count (rm -rf / and the key sent twice).
   await page.goto(`${base}/#/`);
   await page.waitForSelector("td.blocked", { timeout: 10000 });
-  if ((await page.textContent("td.blocked")).trim() !== "1") fail("the runs list does not show 1 blocked check");
+  if ((await page.textContent("td.blocked")).trim() !== "2") fail("the runs list does not show 2 blocked checks");
   // The runs list shows 100 runs, then older ones on request.
   for (let i = 0; i < 100; i++) {
     await post("/v1/register-agent-run", { agent_id: `bulk-${i}`, timestamp: "2024-01-15T14:30:45.123Z", system_prompt: "p" });
