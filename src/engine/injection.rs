@@ -2455,8 +2455,12 @@ mod tests {
         );
     }
 
+    /// A guard against super-linear paths, not a speed target (those are measured by the
+    /// benchmark): the slowest input took 0.55 s in a debug build on a machine busy with
+    /// three other builds, where a quadratic path would take minutes. The bound is wide enough
+    /// that a busy machine does not fail it (the former 0.9 s did).
     #[test]
-    fn adversarial_text_of_256_kib_is_scanned_in_well_under_a_second() {
+    fn adversarial_text_of_256_kib_is_scanned_in_linear_time() {
         const SIZE: usize = 256 * 1024;
         let fill = |unit: &str| unit.repeat(SIZE / unit.len());
         let inputs = [
@@ -2482,7 +2486,7 @@ mod tests {
             let took = started.elapsed();
             slowest = slowest.max(took);
             assert!(
-                took < Duration::from_millis(900),
+                took < Duration::from_secs(10),
                 "{took:?} for {:?}… ({} spans)",
                 &input.chars().take(20).collect::<String>(),
                 spans.len()
