@@ -325,21 +325,33 @@ impl RunState {
         }
     }
 
-    /// Updates where a value was seen; a new value is dropped once [`MAX_VALUES`] are kept.
-    fn mark(&mut self, found: &values::Found, update: impl FnOnce(&mut Seen)) {
-        let key = format!("{}:{}", found.kind, found.value);
-        if self.seen.len() >= MAX_VALUES && !self.seen.contains_key(&key) {
-            return;
+    /// Updates where a value was seen (under each key it is looked up by, see
+    /// [`values::key`]); a new key is dropped once [`MAX_VALUES`] are kept.
+    fn mark(&mut self, found: &values::Found, update: impl Fn(&mut Seen)) {
+        let keys = [
+            Some(values::key(found.kind, &found.value)),
+            values::phone_key_of_account(found.kind, &found.value),
+        ];
+        for key in keys.into_iter().flatten() {
+            if self.seen.len() >= MAX_VALUES && !self.seen.contains_key(&key) {
+                continue;
+            }
+            update(self.seen.entry(key).or_default());
         }
-        update(self.seen.entry(key).or_default());
     }
 
-    /// Where `kind:value` was seen (all false if never).
+    /// Where `kind:value` was seen (all false if never). A phone number is one value however
+    /// it is written, and a run of 9 to 15 digits may be one (see [`values::key`]).
     pub fn seen(&self, kind: &str, value: &str) -> Seen {
-        self.seen
-            .get(&format!("{kind}:{value}"))
-            .copied()
-            .unwrap_or_default()
+        let get = |key: String| self.seen.get(&key).copied().unwrap_or_default();
+        let mut seen = get(values::key(kind, value));
+        if let Some(other) = values::phone_key_of_account(kind, value).map(get) {
+            seen.trusted |= other.trusted;
+            seen.untrusted |= other.untrusted;
+            seen.injected |= other.injected;
+            seen.clean |= other.clean;
+        }
+        seen
     }
 
     /// Where a free-text value (a name, a password, a channel: a short argument string with no
