@@ -306,9 +306,10 @@ impl RunState {
             from = from.max(e);
         }
         for found in values::extract(text) {
+            // The spans are ordered and disjoint.
             let injected = spans
-                .iter()
-                .any(|(s, e)| *s <= found.start && found.end <= *e);
+                .get(spans.partition_point(|&(_, e)| e < found.end))
+                .is_some_and(|&(s, _)| s <= found.start);
             self.mark(&found, |seen| {
                 seen.untrusted = true;
                 seen.injected |= injected;

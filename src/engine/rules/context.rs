@@ -69,14 +69,13 @@ fn is_destination(key: &str) -> bool {
 /// address or URL itself is there (it says the same, more precisely).
 fn values_of(text: &str) -> Vec<Found> {
     let all = values::extract(text);
-    all.iter()
-        .filter(|f| {
-            f.kind != "domain"
-                || !all
-                    .iter()
-                    .any(|g| g.kind != "domain" && g.start == f.start && g.end == f.end)
-        })
-        .cloned()
+    let precise: HashSet<(usize, usize)> = all
+        .iter()
+        .filter(|g| g.kind != "domain")
+        .map(|g| (g.start, g.end))
+        .collect();
+    all.into_iter()
+        .filter(|f| f.kind != "domain" || !precise.contains(&(f.start, f.end)))
         .collect()
 }
 
@@ -152,7 +151,10 @@ impl Rule for Provenance {
             };
             for f in found {
                 let seen = state.seen(f.kind, &f.value);
-                let is_quoted = quoted.iter().any(|q| q.start <= f.start && f.end <= q.end);
+                // The spans are ordered and disjoint.
+                let is_quoted = quoted
+                    .get(quoted.partition_point(|q| q.end < f.end))
+                    .is_some_and(|q| q.start <= f.start);
                 if destination && !trusted_destination(state, &f) {
                     untrusted_destination
                         .get_or_insert_with(|| (leaf.path.clone(), f.value.clone()));
