@@ -30,10 +30,11 @@
 //! tool. Kinds:
 //! - `recursive delete of /`, `… of the home directory`, `… of a system directory`, and
 //!   `recursive delete with --no-preserve-root`. These cover `rm` with `-r`/`-R`/`--recursive`
-//!   on `/`, `/*`, `/.`, `~`, `$HOME`, `/home/<user>`, or a top-level system directory
+//!   on `/`, `/*`, `/.`, `~`, `~<user>`, `$HOME`, `/home/<user>`, or a top-level system directory
 //!   (`/etc`, `/usr`, `/var`, `/bin`, `/boot`, `/dev`, `/lib*`, `/opt`, `/proc`, `/root`,
 //!   `/sbin`, `/srv`, `/sys`, `/home`, `/mnt`, `/media`, `/Users`, `/System`, `/Library`,
-//!   `/Applications`, `/private` and a few `/usr/*`, `/var/lib`). The same applies to
+//!   `/Applications`, `/private` and a few `/usr/*`, `/var/lib`), also as a pattern the shell
+//!   expands to one (`/e*`, `/{etc,usr}`, `/[bs]in`). The same applies to
 //!   `find <such a path> -delete` and `find … -exec rm`. `rm -rf ./build`, `rm -rf build/` and
 //!   `rm -rf /tmp/x` do not fire: keeping work inside the workspace is the job of the
 //!   `path_roots` argument rule.
@@ -806,8 +807,9 @@ const HARMLESS_DEVICES: &[&str] = &[
 
 static ASSIGNMENT_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*=").expect("valid regex"));
-static HOME_DIR_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^/(?:home|Users)/[^/]+$").expect("valid regex"));
+static HOME_DIR_RE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(?:/(?:home|Users)/[^/]+|~[A-Za-z0-9_.-]+)$").expect("valid regex")
+});
 static FORK_BOMB_RE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
         r"(?:function\s+([\w:.-]+)\s*(?:\(\s*\))?|([\w:.-]+)\s*\(\s*\))\s*\{\s*([\w:.-]+)\s*\|\s*([\w:.-]+)\s*&\s*;?\s*\}",
@@ -1173,8 +1175,26 @@ fn dangerous_target(raw: &str) -> Option<Target> {
         "~" | "$HOME" | "${HOME}" => Some(Target::Home),
         _ if SYSTEM_DIRS.contains(&t.as_str()) => Some(Target::System),
         _ if HOME_DIR_RE.is_match(&t) => Some(Target::Home),
-        _ => None,
+        _ => top_level_glob(&t),
     }
+}
+
+/// A pattern for top-level directories (`/e*`, `/{etc,usr}`, `/[bs]in`, `/?sr`) that the
+/// shell expands to a system directory.
+fn top_level_glob(t: &str) -> Option<Target> {
+    let first = t.strip_prefix('/')?;
+    if first.contains('/') || !first.contains(['*', '?', '[', '{']) || first.len() > 64 {
+        return None;
+    }
+    let glob = globset::GlobBuilder::new(t)
+        .literal_separator(true)
+        .build()
+        .ok()?
+        .compile_matcher();
+    SYSTEM_DIRS
+        .iter()
+        .any(|d| d.matches('/').count() == 1 && glob.is_match(d))
+        .then_some(Target::System)
 }
 
 fn rm_hazard(args: &[String]) -> Option<&'static str> {
@@ -2189,6 +2209,27 @@ mod tests {
                 ("run_command", cmd("rm -fr /*"), "/command", KIND_RM_ROOT),
                 ("run_command", cmd("rm -rf ~"), "/command", KIND_RM_HOME),
                 ("run_command", cmd("rm -rf ~/"), "/command", KIND_RM_HOME),
+                ("run_command", cmd("rm -rf ~bob"), "/command", KIND_RM_HOME),
+                ("run_command", cmd("rm -rf ~bob/"), "/command", KIND_RM_HOME),
+                ("run_command", cmd("rm -rf /e*"), "/command", KIND_RM_SYSTEM),
+                (
+                    "run_command",
+                    cmd("rm -rf /{etc,usr}"),
+                    "/command",
+                    KIND_RM_SYSTEM,
+                ),
+                (
+                    "run_command",
+                    cmd("rm -rf /[bs]in"),
+                    "/command",
+                    KIND_RM_SYSTEM,
+                ),
+                (
+                    "run_command",
+                    cmd("rm -rf /?sr/"),
+                    "/command",
+                    KIND_RM_SYSTEM,
+                ),
                 (
                     "run_command",
                     cmd("rm -rf --no-preserve-root /"),
@@ -2458,6 +2499,10 @@ mod tests {
             &Shell,
             &[
                 ("run_command", cmd("rm -rf ./build")),
+                ("run_command", cmd("rm -rf /tmp*")),
+                ("run_command", cmd("rm -rf /*.log")),
+                ("run_command", cmd("rm -rf ~/build")),
+                ("run_command", cmd("rm -rf /{tmp,scratch}")),
                 ("run_command", cmd("rm -rf build/")),
                 ("run_command", cmd("rm -rf /tmp/build /var/tmp/cache")),
                 ("run_command", cmd("rm -rf ~/projects/app/node_modules")),
