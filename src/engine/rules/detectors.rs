@@ -66,7 +66,8 @@
 //! `mariadb`, `sqlite`, `sqlite3`, `mssql`, `tsql`, `bigquery`, `snowflake`, `redshift`,
 //! `duckdb` or `clickhouse`, or a name containing `sql`, `postgres` or `database`. It also
 //! reads the SQL arguments of `psql`, `mysql`, `mariadb`, `sqlite3`, `duckdb`, `sqlcmd` and
-//! `clickhouse-client` in shell commands (`psql -c 'DROP TABLE users'`).
+//! `clickhouse-client` in shell commands (`psql -c 'DROP TABLE users'`), and what `echo` or
+//! `printf` pipes into them (`echo 'DROP TABLE users' | psql`).
 //!
 //! String literals (`'…'`, `$$…$$`) and comments (`--`, `/* */`) are blanked first. The text
 //! is then split into statements at `;`, and each statement is judged by how it *starts*, so
@@ -79,7 +80,10 @@
 //!   (also after a `WITH …` prefix) that have no `WHERE` at the top level. A `WHERE` inside a
 //!   subquery or a CTE does not count.
 //! - `DELETE with an always-true WHERE` and `UPDATE with an always-true WHERE`: `WHERE 1=1`,
-//!   `WHERE TRUE`, `… OR 1=1`.
+//!   `WHERE TRUE`, `… OR 1=1`, an operand compared with itself (`WHERE id = id`), numbers
+//!   whose comparison holds (`WHERE 2 > 1`), in parentheses or `OR`-ed with anything.
+//!
+//! `EXPLAIN ANALYZE` runs the statement it explains, so it is judged as that statement.
 //!
 //! All matching is case-insensitive. `DELETE FROM t WHERE id = 1`, `SELECT`s,
 //! `INSERT … ON CONFLICT DO UPDATE SET …` and `SELECT … FOR UPDATE` pass.
@@ -1406,6 +1410,11 @@ static UPDATE_RE: LazyLock<Regex> = LazyLock::new(|| {
 });
 static WITH_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)^WITH\b").expect("valid regex"));
+/// `EXPLAIN ANALYZE …` runs the statement it explains (PostgreSQL, MySQL 8).
+static EXPLAIN_ANALYZE_RE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?is)^EXPLAIN\s+(?:ANALY[SZ]E\b(?:\s+VERBOSE\b)?|\([^)]*\bANALY[SZ]E\b[^)]*\))\s*")
+        .expect("valid regex")
+});
 
 /// `WHERE` clauses that select every row.
 const TAUTOLOGIES: &[&str] = &[
@@ -1437,6 +1446,10 @@ fn statement_hazard(stmt: &str) -> Option<&'static str> {
     if TRUNCATE_RE.is_match(stmt) {
         return Some("TRUNCATE");
     }
+    let mut stmt = stmt;
+    while let Some(m) = EXPLAIN_ANALYZE_RE.find(stmt) {
+        stmt = &stmt[m.end()..];
+    }
     let body = if WITH_RE.is_match(stmt) {
         let (start, _) = top_level_keyword(stmt, &["DELETE", "UPDATE"])?;
         &stmt[start..]
@@ -1463,18 +1476,86 @@ fn statement_hazard(stmt: &str) -> Option<&'static str> {
 fn unbounded(body: &str, missing: &'static str, always: &'static str) -> Option<&'static str> {
     match top_level_keyword(body, &["WHERE"]) {
         None => Some(missing),
-        Some((_, end)) => {
-            let norm: String = body[end..]
-                .chars()
-                .filter(|c| !c.is_whitespace())
-                .collect::<String>()
-                .to_ascii_uppercase();
-            TAUTOLOGIES
-                .iter()
-                .any(|t| norm == *t || norm.ends_with(&format!("OR{t}")))
-                .then_some(always)
-        }
+        Some((_, end)) => always_true(&body[end..], 0).then_some(always),
     }
+}
+
+/// Whether a `WHERE` condition holds for every row: a known tautology (`1=1`, `TRUE`), an
+/// operand compared with itself (`id = id`, `'a' = 'a'`), two numbers whose comparison holds
+/// (`2 > 1`), or such a term joined by `OR` (`AND` binds tighter: `a OR 1=1 AND b` is not),
+/// also in parentheses (a few levels deep).
+fn always_true(cond: &str, depth: usize) -> bool {
+    let norm: String = cond
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    if TAUTOLOGIES
+        .iter()
+        .any(|t| norm == *t || norm.ends_with(&format!("OR{t}")))
+    {
+        return true;
+    }
+    if depth > 3 {
+        return false;
+    }
+    split_top_level(cond, "OR").into_iter().any(|term| {
+        split_top_level(term, "AND")
+            .into_iter()
+            .all(|factor| true_factor(factor.trim(), depth))
+    })
+}
+
+/// One factor of a condition: parenthesised, or a comparison that always holds.
+fn true_factor(f: &str, depth: usize) -> bool {
+    if let Some(inner) = f.strip_prefix('(').and_then(|r| r.strip_suffix(')')) {
+        return always_true(inner, depth + 1);
+    }
+    let norm: String = f
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    if TAUTOLOGIES.contains(&norm.as_str()) {
+        return true;
+    }
+    for op in ["<>", "!=", ">=", "<=", "=", "<", ">"] {
+        let Some((l, r)) = norm.split_once(op) else {
+            continue;
+        };
+        let operand = |x: &str| {
+            !x.is_empty()
+                && x.bytes()
+                    .all(|b| is_sql_word_byte(b) || b == b'.' || b == b'\'')
+        };
+        if !operand(l) || !operand(r) {
+            return false;
+        }
+        if let (Ok(a), Ok(b)) = (l.parse::<f64>(), r.parse::<f64>()) {
+            return match op {
+                "<>" | "!=" => a != b,
+                ">=" => a >= b,
+                "<=" => a <= b,
+                "=" => a == b,
+                "<" => a < b,
+                _ => a > b,
+            };
+        }
+        return l == r && matches!(op, "=" | ">=" | "<=");
+    }
+    false
+}
+
+/// `s` split at the keyword `kw` outside parentheses and quoted identifiers.
+fn split_top_level<'s>(s: &'s str, kw: &str) -> Vec<&'s str> {
+    let mut parts = Vec::new();
+    let mut rest = s;
+    while let Some((start, end)) = top_level_keyword(rest, &[kw]) {
+        parts.push(&rest[..start]);
+        rest = &rest[end..];
+    }
+    parts.push(rest);
+    parts
 }
 
 fn is_sql_word_byte(b: u8) -> bool {
@@ -1580,14 +1661,32 @@ fn dollar_tag(rest: &str) -> Option<usize> {
     (b.get(j) == Some(&b'$')).then_some(j + 1)
 }
 
-/// Destructive SQL handed to a database client in a shell command (`psql -c '…'`).
+/// Destructive SQL handed to a database client in a shell command (`psql -c '…'`, or
+/// `echo '…' | psql`).
 fn shell_sql_hazard(text: &str) -> Option<(&'static str, String)> {
-    for seg in parse_shell(text) {
+    let segs = parse_shell(text);
+    for (k, seg) in segs.iter().enumerate() {
         let Some((first, args)) = command_words(&seg.words).split_first() else {
             continue;
         };
         if !SQL_CLIENTS.contains(&basename(first)) {
             continue;
+        }
+        // The script a pipe hands the client on its standard input.
+        if seg.piped
+            && let Some(prev) = k.checked_sub(1).and_then(|p| segs.get(p))
+            && let Some((echo, said)) = command_words(&prev.words).split_first()
+            && matches!(basename(echo), "echo" | "printf")
+            && let Some(h) = sql_hazard(
+                &said
+                    .iter()
+                    .filter(|a| !a.starts_with('-'))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+        {
+            return Some(h);
         }
         for a in args {
             let candidate = if let Some(long) = a.strip_prefix("--") {
@@ -2751,8 +2850,70 @@ mod tests {
                     "/command",
                     "DELETE without WHERE",
                 ),
+                (
+                    "bash",
+                    json!({"command": "echo 'DROP TABLE users;' | psql -d prod"}),
+                    "/command",
+                    "DROP TABLE",
+                ),
+                (
+                    "execute_sql",
+                    q("EXPLAIN ANALYZE DELETE FROM users"),
+                    "/query",
+                    "DELETE without WHERE",
+                ),
+                (
+                    "execute_sql",
+                    q("explain (analyze, buffers) update users set admin = true"),
+                    "/query",
+                    "UPDATE without WHERE",
+                ),
             ],
         );
+    }
+
+    #[test]
+    fn any_always_true_where_is_found() {
+        for cond in [
+            "2 > 1",
+            "1 < 2",
+            "5 >= 5",
+            "0 <> 1",
+            "id = id",
+            "users.id=users.id",
+            "(1 = 1)",
+            "status = 'x' OR 2 > 1",
+            "a = 1 OR (b = 2 OR id = id)",
+            "NOT FALSE",
+        ] {
+            for stmt in [
+                format!("DELETE FROM users WHERE {cond}"),
+                format!("UPDATE users SET admin = true WHERE {cond}"),
+            ] {
+                let f = run(&Sql, "execute_sql", json!({ "query": stmt }));
+                assert_eq!(f.len(), 1, "{stmt}");
+                assert!(
+                    f[0].message.contains("always-true WHERE"),
+                    "{stmt}: {}",
+                    f[0].message
+                );
+            }
+        }
+        for cond in [
+            "1 > 2",
+            "id = 5",
+            "a = b",
+            "1 = 1 AND id = 5",
+            "id >= 0 AND 2 > 1 AND owner = 'me'",
+            "created_at < now()",
+            "(id = 1 OR id = 2)",
+        ] {
+            let stmt = format!("DELETE FROM users WHERE {cond}");
+            assert!(
+                run(&Sql, "execute_sql", json!({ "query": stmt })).is_empty(),
+                "{stmt}"
+            );
+        }
     }
 
     #[test]
@@ -2806,6 +2967,12 @@ mod tests {
                     "bash",
                     json!({"command": "echo 'DROP TABLE users' > notes.txt"}),
                 ),
+                (
+                    "bash",
+                    json!({"command": "echo 'SELECT count(*) FROM users' | psql -d prod"}),
+                ),
+                ("execute_sql", q("EXPLAIN DELETE FROM users")),
+                ("web_search", json!({"query": "delete users"})),
             ],
         );
     }
