@@ -131,7 +131,8 @@
 //! - `AWS access key ID`: `AKIA`/`ASIA` + 16 upper-case letters and digits. AWS's own
 //!   documentation key `AKIAIOSFODNN7EXAMPLE` fires too, because it is the usual test value
 //!   for this format.
-//! - `AWS secret access key`: 40 characters after `aws_secret_access_key =` or `:`.
+//! - `AWS secret access key`: 40 characters after `aws_secret_access_key =` or `:` (also
+//!   `secret_access_key`, and `"SecretAccessKey": "…"` as the AWS CLI prints it).
 //! - `GitHub token`: `ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_` + 36 or more characters, and
 //!   `github_pat_…`.
 //! - `GitLab token`: `glpat-…`.
@@ -147,6 +148,9 @@
 //! - `private key block`: `-----BEGIN … PRIVATE KEY-----` (RSA, EC, DSA, OpenSSH, PGP,
 //!   encrypted, PKCS#8).
 //! - `JSON Web Token`: `eyJ….eyJ….…`.
+//!
+//! Zero-width and other invisible characters inside a secret (or a secret spelled in Unicode
+//! tag characters) do not hide it: the argument is also read without them.
 //!
 //! ## `detect.network`: URLs to metadata endpoints and private networks
 //!
@@ -355,8 +359,15 @@ impl Rule for Secret {
         }
         let mut out = Vec::new();
         for leaf in string_leaves(ctx.action.arguments) {
-            if let Some((kind, secret)) = find_secret(leaf.value) {
-                let masked = mask(secret);
+            // A secret with invisible characters inside it (or spelled in tag characters) is
+            // the same secret to whoever receives it.
+            let found = find_secret(leaf.value)
+                .map(|(kind, secret)| (kind, mask(secret)))
+                .or_else(|| {
+                    let visible = without_invisible(leaf.value)?;
+                    find_secret(&visible).map(|(kind, secret)| (kind, mask(secret)))
+                });
+            if let Some((kind, masked)) = found {
                 out.push(Finding {
                     rule: self.id(),
                     severity: Severity::Block,
@@ -1885,7 +1896,7 @@ static SECRET_PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| 
         (r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----", "private key block"),
         (r"\b((?:AKIA|ASIA)[0-9A-Z]{16})\b", "AWS access key ID"),
         (
-            r#"(?i)aws_?secret_?access_?key["']?\s*[:=]\s*["']?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+]|$)"#,
+            r#"(?i)(?:aws_?)?secret_?access_?key["']?\s*[:=]\s*["']?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+]|$)"#,
             "AWS secret access key",
         ),
         (r"\b(gh[pousr]_[A-Za-z0-9]{36,255})\b", "GitHub token"),
@@ -1922,10 +1933,44 @@ fn find_secret(text: &str) -> Option<(&'static str, &str)> {
     })
 }
 
+/// `text` without zero-width, bidi and other invisible characters and soft hyphens, tag
+/// characters read as the ASCII they spell; `None` when it holds none of them.
+fn without_invisible(text: &str) -> Option<String> {
+    let invisible = |c: char| {
+        matches!(
+            c,
+            '\u{AD}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{FEFF}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
+    };
+    if !text.chars().any(invisible) {
+        return None;
+    }
+    Some(
+        text.chars()
+            .filter_map(|c| match c {
+                '\u{E0020}'..='\u{E007E}' => char::from_u32(c as u32 - 0xE0000),
+                c if invisible(c) => None,
+                c => Some(c),
+            })
+            .collect(),
+    )
+}
+
 /// `text` with every secret in it shown as [`mask`] shows it; `None` when it holds none.
 /// Findings of any rule may quote an argument (a schema violation quotes the value, a network
-/// finding the URL), and the secret must not come back in the verdict through them.
+/// finding the URL), and the secret must not come back in the verdict through them. A secret
+/// hidden by invisible characters is masked in the text read without them.
 pub fn mask_secrets(text: &str) -> Option<String> {
+    mask_visible_secrets(text).or_else(|| mask_visible_secrets(&without_invisible(text)?))
+}
+
+fn mask_visible_secrets(text: &str) -> Option<String> {
     let mut spans: Vec<(usize, usize)> = SECRET_PATTERNS
         .iter()
         .flat_map(|(re, _)| {
@@ -3307,6 +3352,22 @@ mod tests {
                 format!("aws_secret_access_key = {}", fake("", "aB3/", 10)),
                 "AWS secret access key",
             ),
+            (
+                format!(r#"{{"SecretAccessKey": "{}"}}"#, fake("", "aB3/", 10)),
+                "AWS secret access key",
+            ),
+            // Invisible characters inside, or tag characters spelling it, do not hide it.
+            (
+                "AKIA\u{200B}IOSF\u{200D}ODNN7EXAMPLE".to_string(),
+                "AWS access key ID",
+            ),
+            (
+                "AKIAIOSFODNN7EXAMPLE"
+                    .chars()
+                    .map(|c| char::from_u32(0xE0000 + c as u32).expect("tag character"))
+                    .collect(),
+                "AWS access key ID",
+            ),
             (fake("ghp_", "a1B2", 9), "GitHub token"),
             (fake("ghs_", "Z9y8", 9), "GitHub token"),
             (fake("github_pat_", "11AB_cd", 12), "GitHub token"),
@@ -3391,6 +3452,10 @@ mod tests {
         );
         let everything = serde_json::to_string(&f).expect("findings serialise");
         assert!(!everything.contains(&token[4..12]), "{everything}");
+        // Also when invisible characters are strewn in it: the text read without them is masked.
+        let hidden = format!("token {}\u{200B}{}", &token[..10], &token[10..]);
+        let masked = mask_secrets(&hidden).expect("a secret is found");
+        assert!(!masked.contains(&token[4..12]), "{masked}");
     }
 
     #[test]
