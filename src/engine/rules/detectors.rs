@@ -94,7 +94,8 @@
 //! `filepaths`, `dir`, `dirs`, `directory`, `directories`, `folder`, `target`, `source`, `src`,
 //! `dest`, `destination`, `dst`, `location`, `cwd`, `workdir`, `glob` (or any key ending in
 //! `path`, `paths`, `filename`, `filepath`, `dir`, `directory`, `folder`). It also looks at every
-//! argument that `detect.shell` reads, so `cat ~/.ssh/id_rsa` fires. Reading and writing are
+//! argument that `detect.shell` reads, so `cat ~/.ssh/id_rsa` fires, and at `file:` URLs (percent
+//! escapes decoded) under the keys `detect.network` reads (`fetch(url="file:///etc/shadow")`). Reading and writing are
 //! treated the same. Repeated `/` and `/./` are collapsed first; names other than `/proc/…` are
 //! matched case-insensitively. Kinds:
 //! - `system password hashes`: `/etc/shadow`, `/etc/gshadow`, `/etc/master.passwd`.
@@ -320,11 +321,22 @@ impl Rule for SensitivePath {
         let tool = ToolKind::of(ctx.action.tool_name);
         let mut out = Vec::new();
         for leaf in string_leaves(ctx.action.arguments) {
-            if !key_is(&leaf.key, PATH_KEYS, PATH_KEY_SUFFIXES) && !tool.shell_applicable(&leaf.key)
+            // A `file:` URL where a URL is expected reads a file (`fetch(url="file:///etc/shadow")`).
+            let file_url = key_is(&leaf.key, NETWORK_KEYS, NETWORK_KEY_SUFFIXES)
+                && leaf
+                    .value
+                    .trim_start()
+                    .get(..5)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("file:"));
+            if !file_url
+                && !key_is(&leaf.key, PATH_KEYS, PATH_KEY_SUFFIXES)
+                && !tool.shell_applicable(&leaf.key)
             {
                 continue;
             }
-            if let Some((kind, token)) = sensitive_path(leaf.value) {
+            let decoded = file_url.then(|| percent_decode(leaf.value)).flatten();
+            let value = decoded.as_deref().unwrap_or(leaf.value);
+            if let Some((kind, token)) = sensitive_path(value) {
                 let matched = snippet(&token);
                 out.push(Finding {
                     rule: self.id(),
@@ -3061,6 +3073,18 @@ mod tests {
                     "system password hashes",
                 ),
                 (
+                    "fetch",
+                    json!({"url": "file:///etc/shadow"}),
+                    "/url",
+                    "system password hashes",
+                ),
+                (
+                    "browse",
+                    json!({"target_uri": "FILE:///home/bob/.ssh/%69d_rsa"}),
+                    "/target_uri",
+                    "SSH private key",
+                ),
+                (
                     "read_file",
                     p("/etc//shadow"),
                     "/path",
@@ -3263,6 +3287,11 @@ mod tests {
         assert_quiet(
             &SensitivePath,
             &[
+                ("fetch", json!({"url": "file:///etc/hosts"})),
+                (
+                    "fetch",
+                    json!({"url": "https://example.com/docs/etc/shadow"}),
+                ),
                 ("read_file", p("~/.ssh/id_rsa.pub")),
                 ("read_file", p("~/.ssh/known_hosts")),
                 ("read_file", p(".envrc")),
