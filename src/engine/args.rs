@@ -164,24 +164,141 @@ pub fn at_path<'a>(args: &'a Value, dotted: &str) -> Option<&'a Value> {
     })
 }
 
-/// A number given as a JSON number or as a string such as `"750"`, `"$1,250.50"` or
-/// `"750 USD"`.
+/// A number given as a JSON number or as a string such as `"750"`, `"$1,250.50"`, `"750 USD"`,
+/// `"USD 750"`, `"750 €"`, `"1.250,50 EUR"` or `"1 250,50"`: the lowest reading of
+/// [`number_range`].
 pub fn as_number(v: &Value) -> Option<f64> {
+    number_range(v).map(|(low, _)| low)
+}
+
+/// The readings of a number given as a JSON number or as a string (see [`as_number`]), lowest
+/// and highest. They differ only for a string whose one separator is a dot before three digits
+/// (`"1.000"`: one in English, a thousand in German): a maximum is checked against the highest,
+/// a minimum against the lowest. Thousands separators are `,`, `.`, spaces and `'` between
+/// groups of three digits; the decimal separator is the last `.` or `,` (a comma before three
+/// digits and no decimals is a thousands separator: `"1,000"` is a thousand).
+pub fn number_range(v: &Value) -> Option<(f64, f64)> {
     match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => {
-            let cleaned: String = s
-                .trim()
-                .trim_start_matches(['$', '€', '£'])
-                .split_whitespace()
-                .next()?
-                .chars()
-                .filter(|c| *c != ',')
-                .collect();
-            cleaned.parse().ok().filter(|f: &f64| f.is_finite())
-        }
+        Value::Number(n) => n.as_f64().map(|f| (f, f)),
+        Value::String(s) => parse_number_text(s),
         _ => None,
     }
+}
+
+/// Currency codes written before or glued after an amount (`USD 750`, `US$750`, `750EUR`).
+const CURRENCY_CODES: &[&str] = &[
+    "usd", "eur", "gbp", "chf", "jpy", "cad", "aud", "nzd", "sek", "nok", "dkk", "inr", "cny", "us",
+];
+
+fn parse_number_text(s: &str) -> Option<(f64, f64)> {
+    // A sign and a currency sign or code, in either order, before the number.
+    let mut t = s.trim();
+    let mut negative = false;
+    loop {
+        let before = t.len();
+        if let Some(rest) = t.strip_prefix(['-', '\u{2212}']) {
+            negative = !negative;
+            t = rest;
+        } else if let Some(rest) = t.strip_prefix('+') {
+            t = rest;
+        }
+        t = t.trim_start_matches(['$', '€', '£', '¥', '₹']);
+        let letters = t.bytes().take_while(u8::is_ascii_alphabetic).count();
+        if CURRENCY_CODES.contains(&t[..letters].to_ascii_lowercase().as_str()) {
+            t = &t[letters..];
+        }
+        t = t.trim_start();
+        if t.len() == before {
+            break;
+        }
+    }
+    let sign = if negative { -1.0 } else { 1.0 };
+    let b = t.as_bytes();
+    let digits_at = |i: usize| {
+        b[i.min(b.len())..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count()
+    };
+    // The leading digits, then groups of three after one kind of separator (not after a
+    // leading zero: 0.125 is a fraction).
+    let lead = digits_at(0);
+    if lead == 0 {
+        return None;
+    }
+    let mut int = String::from(&t[..lead]);
+    let mut i = lead;
+    let mut group_sep: Option<char> = None;
+    let mut groups = 0;
+    let may_group = lead <= 3 && b[0] != b'0';
+    while let Some(c) = t[i..].chars().next().filter(|_| may_group) {
+        let next = i + c.len_utf8();
+        if !matches!(c, ',' | '.' | ' ' | '\'' | '\u{A0}' | '\u{202F}')
+            || digits_at(next) != 3
+            || group_sep.is_some_and(|g| g != c)
+        {
+            break;
+        }
+        group_sep = Some(c);
+        groups += 1;
+        int.push_str(&t[next..next + 3]);
+        i = next + 3;
+    }
+    // A decimal part after `.` or `,` (not the thousands separator).
+    let mut frac = "";
+    if let Some(c @ ('.' | ',')) = t[i..].chars().next()
+        && group_sep != Some(c)
+        && digits_at(i + 1) > 0
+    {
+        frac = &t[i + 1..i + 1 + digits_at(i + 1)];
+        i += 1 + frac.len();
+    }
+    // An exponent (`7.5e2`), only on a number without groups.
+    let mut exponent = "";
+    if groups == 0
+        && let Some(rest) = t[i..].strip_prefix(['e', 'E'])
+    {
+        let signed = usize::from(rest.starts_with(['+', '-']));
+        let n = digits_at(i + 1 + signed);
+        if n > 0 {
+            exponent = &t[i..i + 1 + signed + n];
+            i += 1 + signed + n;
+        }
+    }
+    // What is glued to the number: nothing, a currency, or a multiplier (`10k`, `1.5m`).
+    let glued = t[i..]
+        .split_whitespace()
+        .next()
+        .filter(|_| !t[i..].starts_with(char::is_whitespace));
+    let scale = match glued.map(|g| g.trim_matches(['$', '€', '£', '¥', '₹', '.', ',', ';', ')']))
+    {
+        None => 1.0,
+        Some(g) => match g.to_ascii_lowercase().as_str() {
+            "" => 1.0,
+            code if CURRENCY_CODES.contains(&code) => 1.0,
+            "k" => 1e3,
+            "m" | "mn" | "mio" => 1e6,
+            "bn" => 1e9,
+            _ => return None,
+        },
+    };
+    let value = |int: &str, frac: &str| -> Option<f64> {
+        format!(
+            "{int}.{}{exponent}",
+            if frac.is_empty() { "0" } else { frac }
+        )
+        .parse::<f64>()
+        .ok()
+        .map(|f| sign * f * scale)
+        .filter(|f| f.is_finite())
+    };
+    let read = value(&int, frac)?;
+    if groups == 1 && group_sep == Some('.') && frac.is_empty() {
+        // "1.000": a decimal point in English, a thousands separator in German.
+        let decimal = value(&t[..lead], &int[lead..])?;
+        return Some((read.min(decimal), read.max(decimal)));
+    }
+    Some((read, read))
 }
 
 /// The host of a URL (`scheme://[user@]host[:port][/…]`), lowercased, without brackets for
@@ -300,6 +417,59 @@ mod tests {
             (json!(null), None),
         ] {
             assert_eq!(as_number(&v), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn numbers_are_read_in_the_formats_people_write_money_in() {
+        let range = |s: &str| number_range(&json!(s));
+        for (s, want) in [
+            ("USD 750", 750.0),
+            ("US$750", 750.0),
+            ("750$", 750.0),
+            ("750 €", 750.0),
+            ("€750", 750.0),
+            ("-$750", -750.0),
+            ("$-750", -750.0),
+            ("1,250.50", 1250.5),
+            ("1.250,50 EUR", 1250.5),
+            ("EUR 1.250,50", 1250.5),
+            ("1 250,50", 1250.5),
+            ("1\u{A0}250", 1250.0),
+            ("1'250.50", 1250.5),
+            ("12,50", 12.5),
+            ("1,000", 1000.0),
+            ("1,000,000", 1_000_000.0),
+            ("1.000.000", 1_000_000.0),
+            ("1.000.000,00 €", 1_000_000.0),
+            ("7.5e2", 750.0),
+            ("0.125", 0.125),
+            ("1234.567", 1234.567),
+            ("750 dollars", 750.0),
+            ("750USD", 750.0),
+            ("10k", 10_000.0),
+            ("$1.5m", 1_500_000.0),
+            ("-3", -3.0),
+        ] {
+            assert_eq!(range(s), Some((want, want)), "{s}");
+        }
+        // One dot before three digits: one in English, a thousand in German.
+        assert_eq!(range("1.000"), Some((1.0, 1000.0)));
+        assert_eq!(range("EUR 1.000"), Some((1.0, 1000.0)));
+        assert_eq!(as_number(&json!("1.000")), Some(1.0));
+        for s in [
+            "",
+            "USD",
+            "lots of money",
+            "--",
+            ".",
+            "1e400",
+            "10x",
+            "12abc",
+            "e5",
+            "no 7",
+        ] {
+            assert_eq!(range(s), None, "{s}");
         }
     }
 }

@@ -13,6 +13,7 @@
 //! Overlapping matches keep the more specific kind (e-mail, then IBAN, card, national id,
 //! phone). Matches are returned in text order.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -139,9 +140,17 @@ pub fn find(text: &str) -> Vec<PiiMatch> {
             .filter(|m| bounded(text, m.start(), m.end()) && is_phone(m.as_str()))
             .map(|m| hit("phone", text, m.start(), m.end())),
     );
+    // The kept matches are disjoint: the one that starts last before a candidate ends is the
+    // only one that can overlap it (a map keeps this logarithmic, so many matches stay linear).
+    let mut taken: BTreeMap<usize, usize> = BTreeMap::new();
     let mut kept: Vec<PiiMatch> = Vec::new();
     for c in candidates {
-        if !kept.iter().any(|k| c.start < k.end && k.start < c.end) {
+        let overlaps = taken
+            .range(..c.end)
+            .next_back()
+            .is_some_and(|(_, &end)| end > c.start);
+        if !overlaps {
+            taken.insert(c.start, c.end);
             kept.push(c);
         }
     }

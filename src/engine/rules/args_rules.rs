@@ -18,7 +18,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::{Value, json};
 
-use crate::engine::args::{as_number, at_path, in_domain, url_host};
+use crate::engine::args::{at_path, in_domain, number_range, url_host};
 use crate::engine::{CheckContext, Finding, Rule, Severity};
 use crate::policy::ArgRule;
 
@@ -79,8 +79,11 @@ fn short(s: &str) -> String {
 fn check(rule: &ArgRule, value: &Value, out: &mut Vec<Finding>) {
     let arg = rule.path.as_str();
     if rule.max.is_some() || rule.min.is_some() {
-        match as_number(value) {
-            Some(n) => {
+        // An ambiguous string ("1.000": one or a thousand) is held to a maximum by its highest
+        // reading and to a minimum by its lowest.
+        match number_range(value) {
+            Some((low, high)) => {
+                let n = high;
                 if let Some(max) = rule.max.filter(|m| n > *m) {
                     out.push(finding(
                         "args.max",
@@ -88,6 +91,7 @@ fn check(rule: &ArgRule, value: &Value, out: &mut Vec<Finding>) {
                         json!({"argument": arg, "value": n, "limit": max}),
                     ));
                 }
+                let n = low;
                 if let Some(min) = rule.min.filter(|m| n < *m) {
                     out.push(finding(
                         "args.min",
@@ -250,6 +254,30 @@ mod tests {
                 "tool = \"pay\"\npath = \"amount\"\nmax = 500",
                 "pay",
                 json!({"amount": 500}),
+                &[],
+            ),
+            (
+                "tool = \"pay\"\npath = \"amount\"\nmax = 500",
+                "pay",
+                json!({"amount": "1.250,00 EUR"}),
+                &["args.max"],
+            ),
+            (
+                "tool = \"pay\"\npath = \"amount\"\nmax = 500",
+                "pay",
+                json!({"amount": "1.000"}),
+                &["args.max"],
+            ),
+            (
+                "tool = \"pay\"\npath = \"amount\"\nmin = 5",
+                "pay",
+                json!({"amount": "1,5"}),
+                &["args.min"],
+            ),
+            (
+                "tool = \"pay\"\npath = \"amount\"\nmax = 500",
+                "pay",
+                json!({"amount": "USD 499.99"}),
                 &[],
             ),
             (

@@ -30,10 +30,11 @@
 //! tool. Kinds:
 //! - `recursive delete of /`, `… of the home directory`, `… of a system directory`, and
 //!   `recursive delete with --no-preserve-root`. These cover `rm` with `-r`/`-R`/`--recursive`
-//!   on `/`, `/*`, `/.`, `~`, `$HOME`, `/home/<user>`, or a top-level system directory
+//!   on `/`, `/*`, `/.`, `~`, `~<user>`, `$HOME`, `/home/<user>`, or a top-level system directory
 //!   (`/etc`, `/usr`, `/var`, `/bin`, `/boot`, `/dev`, `/lib*`, `/opt`, `/proc`, `/root`,
 //!   `/sbin`, `/srv`, `/sys`, `/home`, `/mnt`, `/media`, `/Users`, `/System`, `/Library`,
-//!   `/Applications`, `/private` and a few `/usr/*`, `/var/lib`). The same applies to
+//!   `/Applications`, `/private` and a few `/usr/*`, `/var/lib`), also as a pattern the shell
+//!   expands to one (`/e*`, `/{etc,usr}`, `/[bs]in`). The same applies to
 //!   `find <such a path> -delete` and `find … -exec rm`. `rm -rf ./build`, `rm -rf build/` and
 //!   `rm -rf /tmp/x` do not fire: keeping work inside the workspace is the job of the
 //!   `path_roots` argument rule.
@@ -65,7 +66,8 @@
 //! `mariadb`, `sqlite`, `sqlite3`, `mssql`, `tsql`, `bigquery`, `snowflake`, `redshift`,
 //! `duckdb` or `clickhouse`, or a name containing `sql`, `postgres` or `database`. It also
 //! reads the SQL arguments of `psql`, `mysql`, `mariadb`, `sqlite3`, `duckdb`, `sqlcmd` and
-//! `clickhouse-client` in shell commands (`psql -c 'DROP TABLE users'`).
+//! `clickhouse-client` in shell commands (`psql -c 'DROP TABLE users'`), and what `echo` or
+//! `printf` pipes into them (`echo 'DROP TABLE users' | psql`).
 //!
 //! String literals (`'…'`, `$$…$$`) and comments (`--`, `/* */`) are blanked first. The text
 //! is then split into statements at `;`, and each statement is judged by how it *starts*, so
@@ -78,7 +80,10 @@
 //!   (also after a `WITH …` prefix) that have no `WHERE` at the top level. A `WHERE` inside a
 //!   subquery or a CTE does not count.
 //! - `DELETE with an always-true WHERE` and `UPDATE with an always-true WHERE`: `WHERE 1=1`,
-//!   `WHERE TRUE`, `… OR 1=1`.
+//!   `WHERE TRUE`, `… OR 1=1`, an operand compared with itself (`WHERE id = id`), numbers
+//!   whose comparison holds (`WHERE 2 > 1`), in parentheses or `OR`-ed with anything.
+//!
+//! `EXPLAIN ANALYZE` runs the statement it explains, so it is judged as that statement.
 //!
 //! All matching is case-insensitive. `DELETE FROM t WHERE id = 1`, `SELECT`s,
 //! `INSERT … ON CONFLICT DO UPDATE SET …` and `SELECT … FOR UPDATE` pass.
@@ -89,7 +94,8 @@
 //! `filepaths`, `dir`, `dirs`, `directory`, `directories`, `folder`, `target`, `source`, `src`,
 //! `dest`, `destination`, `dst`, `location`, `cwd`, `workdir`, `glob` (or any key ending in
 //! `path`, `paths`, `filename`, `filepath`, `dir`, `directory`, `folder`). It also looks at every
-//! argument that `detect.shell` reads, so `cat ~/.ssh/id_rsa` fires. Reading and writing are
+//! argument that `detect.shell` reads, so `cat ~/.ssh/id_rsa` fires, and at `file:` URLs (percent
+//! escapes decoded) under the keys `detect.network` reads (`fetch(url="file:///etc/shadow")`). Reading and writing are
 //! treated the same. Repeated `/` and `/./` are collapsed first; names other than `/proc/…` are
 //! matched case-insensitively. Kinds:
 //! - `system password hashes`: `/etc/shadow`, `/etc/gshadow`, `/etc/master.passwd`.
@@ -126,7 +132,8 @@
 //! - `AWS access key ID`: `AKIA`/`ASIA` + 16 upper-case letters and digits. AWS's own
 //!   documentation key `AKIAIOSFODNN7EXAMPLE` fires too, because it is the usual test value
 //!   for this format.
-//! - `AWS secret access key`: 40 characters after `aws_secret_access_key =` or `:`.
+//! - `AWS secret access key`: 40 characters after `aws_secret_access_key =` or `:` (also
+//!   `secret_access_key`, and `"SecretAccessKey": "…"` as the AWS CLI prints it).
 //! - `GitHub token`: `ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_` + 36 or more characters, and
 //!   `github_pat_…`.
 //! - `GitLab token`: `glpat-…`.
@@ -142,6 +149,9 @@
 //! - `private key block`: `-----BEGIN … PRIVATE KEY-----` (RSA, EC, DSA, OpenSSH, PGP,
 //!   encrypted, PKCS#8).
 //! - `JSON Web Token`: `eyJ….eyJ….…`.
+//!
+//! Zero-width and other invisible characters inside a secret (or a secret spelled in Unicode
+//! tag characters) do not hide it: the argument is also read without them.
 //!
 //! ## `detect.network`: URLs to metadata endpoints and private networks
 //!
@@ -311,11 +321,22 @@ impl Rule for SensitivePath {
         let tool = ToolKind::of(ctx.action.tool_name);
         let mut out = Vec::new();
         for leaf in string_leaves(ctx.action.arguments) {
-            if !key_is(&leaf.key, PATH_KEYS, PATH_KEY_SUFFIXES) && !tool.shell_applicable(&leaf.key)
+            // A `file:` URL where a URL is expected reads a file (`fetch(url="file:///etc/shadow")`).
+            let file_url = key_is(&leaf.key, NETWORK_KEYS, NETWORK_KEY_SUFFIXES)
+                && leaf
+                    .value
+                    .trim_start()
+                    .get(..5)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("file:"));
+            if !file_url
+                && !key_is(&leaf.key, PATH_KEYS, PATH_KEY_SUFFIXES)
+                && !tool.shell_applicable(&leaf.key)
             {
                 continue;
             }
-            if let Some((kind, token)) = sensitive_path(leaf.value) {
+            let decoded = file_url.then(|| percent_decode(leaf.value)).flatten();
+            let value = decoded.as_deref().unwrap_or(leaf.value);
+            if let Some((kind, token)) = sensitive_path(value) {
                 let matched = snippet(&token);
                 out.push(Finding {
                     rule: self.id(),
@@ -350,8 +371,15 @@ impl Rule for Secret {
         }
         let mut out = Vec::new();
         for leaf in string_leaves(ctx.action.arguments) {
-            if let Some((kind, secret)) = find_secret(leaf.value) {
-                let masked = mask(secret);
+            // A secret with invisible characters inside it (or spelled in tag characters) is
+            // the same secret to whoever receives it.
+            let found = find_secret(leaf.value)
+                .map(|(kind, secret)| (kind, mask(secret)))
+                .or_else(|| {
+                    let visible = without_invisible(leaf.value)?;
+                    find_secret(&visible).map(|(kind, secret)| (kind, mask(secret)))
+                });
+            if let Some((kind, masked)) = found {
                 out.push(Finding {
                     rule: self.id(),
                     severity: Severity::Block,
@@ -806,8 +834,9 @@ const HARMLESS_DEVICES: &[&str] = &[
 
 static ASSIGNMENT_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*=").expect("valid regex"));
-static HOME_DIR_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^/(?:home|Users)/[^/]+$").expect("valid regex"));
+static HOME_DIR_RE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(?:/(?:home|Users)/[^/]+|~[A-Za-z0-9_.-]+)$").expect("valid regex")
+});
 static FORK_BOMB_RE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
         r"(?:function\s+([\w:.-]+)\s*(?:\(\s*\))?|([\w:.-]+)\s*\(\s*\))\s*\{\s*([\w:.-]+)\s*\|\s*([\w:.-]+)\s*&\s*;?\s*\}",
@@ -1173,8 +1202,26 @@ fn dangerous_target(raw: &str) -> Option<Target> {
         "~" | "$HOME" | "${HOME}" => Some(Target::Home),
         _ if SYSTEM_DIRS.contains(&t.as_str()) => Some(Target::System),
         _ if HOME_DIR_RE.is_match(&t) => Some(Target::Home),
-        _ => None,
+        _ => top_level_glob(&t),
     }
+}
+
+/// A pattern for top-level directories (`/e*`, `/{etc,usr}`, `/[bs]in`, `/?sr`) that the
+/// shell expands to a system directory.
+fn top_level_glob(t: &str) -> Option<Target> {
+    let first = t.strip_prefix('/')?;
+    if first.contains('/') || !first.contains(['*', '?', '[', '{']) || first.len() > 64 {
+        return None;
+    }
+    let glob = globset::GlobBuilder::new(t)
+        .literal_separator(true)
+        .build()
+        .ok()?
+        .compile_matcher();
+    SYSTEM_DIRS
+        .iter()
+        .any(|d| d.matches('/').count() == 1 && glob.is_match(d))
+        .then_some(Target::System)
 }
 
 fn rm_hazard(args: &[String]) -> Option<&'static str> {
@@ -1386,6 +1433,11 @@ static UPDATE_RE: LazyLock<Regex> = LazyLock::new(|| {
 });
 static WITH_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)^WITH\b").expect("valid regex"));
+/// `EXPLAIN ANALYZE …` runs the statement it explains (PostgreSQL, MySQL 8).
+static EXPLAIN_ANALYZE_RE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?is)^EXPLAIN\s+(?:ANALY[SZ]E\b(?:\s+VERBOSE\b)?|\([^)]*\bANALY[SZ]E\b[^)]*\))\s*")
+        .expect("valid regex")
+});
 
 /// `WHERE` clauses that select every row.
 const TAUTOLOGIES: &[&str] = &[
@@ -1417,6 +1469,10 @@ fn statement_hazard(stmt: &str) -> Option<&'static str> {
     if TRUNCATE_RE.is_match(stmt) {
         return Some("TRUNCATE");
     }
+    let mut stmt = stmt;
+    while let Some(m) = EXPLAIN_ANALYZE_RE.find(stmt) {
+        stmt = &stmt[m.end()..];
+    }
     let body = if WITH_RE.is_match(stmt) {
         let (start, _) = top_level_keyword(stmt, &["DELETE", "UPDATE"])?;
         &stmt[start..]
@@ -1443,18 +1499,86 @@ fn statement_hazard(stmt: &str) -> Option<&'static str> {
 fn unbounded(body: &str, missing: &'static str, always: &'static str) -> Option<&'static str> {
     match top_level_keyword(body, &["WHERE"]) {
         None => Some(missing),
-        Some((_, end)) => {
-            let norm: String = body[end..]
-                .chars()
-                .filter(|c| !c.is_whitespace())
-                .collect::<String>()
-                .to_ascii_uppercase();
-            TAUTOLOGIES
-                .iter()
-                .any(|t| norm == *t || norm.ends_with(&format!("OR{t}")))
-                .then_some(always)
-        }
+        Some((_, end)) => always_true(&body[end..], 0).then_some(always),
     }
+}
+
+/// Whether a `WHERE` condition holds for every row: a known tautology (`1=1`, `TRUE`), an
+/// operand compared with itself (`id = id`, `'a' = 'a'`), two numbers whose comparison holds
+/// (`2 > 1`), or such a term joined by `OR` (`AND` binds tighter: `a OR 1=1 AND b` is not),
+/// also in parentheses (a few levels deep).
+fn always_true(cond: &str, depth: usize) -> bool {
+    let norm: String = cond
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    if TAUTOLOGIES
+        .iter()
+        .any(|t| norm == *t || norm.ends_with(&format!("OR{t}")))
+    {
+        return true;
+    }
+    if depth > 3 {
+        return false;
+    }
+    split_top_level(cond, "OR").into_iter().any(|term| {
+        split_top_level(term, "AND")
+            .into_iter()
+            .all(|factor| true_factor(factor.trim(), depth))
+    })
+}
+
+/// One factor of a condition: parenthesised, or a comparison that always holds.
+fn true_factor(f: &str, depth: usize) -> bool {
+    if let Some(inner) = f.strip_prefix('(').and_then(|r| r.strip_suffix(')')) {
+        return always_true(inner, depth + 1);
+    }
+    let norm: String = f
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    if TAUTOLOGIES.contains(&norm.as_str()) {
+        return true;
+    }
+    for op in ["<>", "!=", ">=", "<=", "=", "<", ">"] {
+        let Some((l, r)) = norm.split_once(op) else {
+            continue;
+        };
+        let operand = |x: &str| {
+            !x.is_empty()
+                && x.bytes()
+                    .all(|b| is_sql_word_byte(b) || b == b'.' || b == b'\'')
+        };
+        if !operand(l) || !operand(r) {
+            return false;
+        }
+        if let (Ok(a), Ok(b)) = (l.parse::<f64>(), r.parse::<f64>()) {
+            return match op {
+                "<>" | "!=" => a != b,
+                ">=" => a >= b,
+                "<=" => a <= b,
+                "=" => a == b,
+                "<" => a < b,
+                _ => a > b,
+            };
+        }
+        return l == r && matches!(op, "=" | ">=" | "<=");
+    }
+    false
+}
+
+/// `s` split at the keyword `kw` outside parentheses and quoted identifiers.
+fn split_top_level<'s>(s: &'s str, kw: &str) -> Vec<&'s str> {
+    let mut parts = Vec::new();
+    let mut rest = s;
+    while let Some((start, end)) = top_level_keyword(rest, &[kw]) {
+        parts.push(&rest[..start]);
+        rest = &rest[end..];
+    }
+    parts.push(rest);
+    parts
 }
 
 fn is_sql_word_byte(b: u8) -> bool {
@@ -1560,14 +1684,32 @@ fn dollar_tag(rest: &str) -> Option<usize> {
     (b.get(j) == Some(&b'$')).then_some(j + 1)
 }
 
-/// Destructive SQL handed to a database client in a shell command (`psql -c '…'`).
+/// Destructive SQL handed to a database client in a shell command (`psql -c '…'`, or
+/// `echo '…' | psql`).
 fn shell_sql_hazard(text: &str) -> Option<(&'static str, String)> {
-    for seg in parse_shell(text) {
+    let segs = parse_shell(text);
+    for (k, seg) in segs.iter().enumerate() {
         let Some((first, args)) = command_words(&seg.words).split_first() else {
             continue;
         };
         if !SQL_CLIENTS.contains(&basename(first)) {
             continue;
+        }
+        // The script a pipe hands the client on its standard input.
+        if seg.piped
+            && let Some(prev) = k.checked_sub(1).and_then(|p| segs.get(p))
+            && let Some((echo, said)) = command_words(&prev.words).split_first()
+            && matches!(basename(echo), "echo" | "printf")
+            && let Some(h) = sql_hazard(
+                &said
+                    .iter()
+                    .filter(|a| !a.starts_with('-'))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+        {
+            return Some(h);
         }
         for a in args {
             let candidate = if let Some(long) = a.strip_prefix("--") {
@@ -1766,7 +1908,7 @@ static SECRET_PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| 
         (r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----", "private key block"),
         (r"\b((?:AKIA|ASIA)[0-9A-Z]{16})\b", "AWS access key ID"),
         (
-            r#"(?i)aws_?secret_?access_?key["']?\s*[:=]\s*["']?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+]|$)"#,
+            r#"(?i)(?:aws_?)?secret_?access_?key["']?\s*[:=]\s*["']?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+]|$)"#,
             "AWS secret access key",
         ),
         (r"\b(gh[pousr]_[A-Za-z0-9]{36,255})\b", "GitHub token"),
@@ -1803,10 +1945,44 @@ fn find_secret(text: &str) -> Option<(&'static str, &str)> {
     })
 }
 
+/// `text` without zero-width, bidi and other invisible characters and soft hyphens, tag
+/// characters read as the ASCII they spell; `None` when it holds none of them.
+fn without_invisible(text: &str) -> Option<String> {
+    let invisible = |c: char| {
+        matches!(
+            c,
+            '\u{AD}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{FEFF}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
+    };
+    if !text.chars().any(invisible) {
+        return None;
+    }
+    Some(
+        text.chars()
+            .filter_map(|c| match c {
+                '\u{E0020}'..='\u{E007E}' => char::from_u32(c as u32 - 0xE0000),
+                c if invisible(c) => None,
+                c => Some(c),
+            })
+            .collect(),
+    )
+}
+
 /// `text` with every secret in it shown as [`mask`] shows it; `None` when it holds none.
 /// Findings of any rule may quote an argument (a schema violation quotes the value, a network
-/// finding the URL), and the secret must not come back in the verdict through them.
+/// finding the URL), and the secret must not come back in the verdict through them. A secret
+/// hidden by invisible characters is masked in the text read without them.
 pub fn mask_secrets(text: &str) -> Option<String> {
+    mask_visible_secrets(text).or_else(|| mask_visible_secrets(&without_invisible(text)?))
+}
+
+fn mask_visible_secrets(text: &str) -> Option<String> {
     let mut spans: Vec<(usize, usize)> = SECRET_PATTERNS
         .iter()
         .flat_map(|(re, _)| {
@@ -2189,6 +2365,27 @@ mod tests {
                 ("run_command", cmd("rm -fr /*"), "/command", KIND_RM_ROOT),
                 ("run_command", cmd("rm -rf ~"), "/command", KIND_RM_HOME),
                 ("run_command", cmd("rm -rf ~/"), "/command", KIND_RM_HOME),
+                ("run_command", cmd("rm -rf ~bob"), "/command", KIND_RM_HOME),
+                ("run_command", cmd("rm -rf ~bob/"), "/command", KIND_RM_HOME),
+                ("run_command", cmd("rm -rf /e*"), "/command", KIND_RM_SYSTEM),
+                (
+                    "run_command",
+                    cmd("rm -rf /{etc,usr}"),
+                    "/command",
+                    KIND_RM_SYSTEM,
+                ),
+                (
+                    "run_command",
+                    cmd("rm -rf /[bs]in"),
+                    "/command",
+                    KIND_RM_SYSTEM,
+                ),
+                (
+                    "run_command",
+                    cmd("rm -rf /?sr/"),
+                    "/command",
+                    KIND_RM_SYSTEM,
+                ),
                 (
                     "run_command",
                     cmd("rm -rf --no-preserve-root /"),
@@ -2458,6 +2655,10 @@ mod tests {
             &Shell,
             &[
                 ("run_command", cmd("rm -rf ./build")),
+                ("run_command", cmd("rm -rf /tmp*")),
+                ("run_command", cmd("rm -rf /*.log")),
+                ("run_command", cmd("rm -rf ~/build")),
+                ("run_command", cmd("rm -rf /{tmp,scratch}")),
                 ("run_command", cmd("rm -rf build/")),
                 ("run_command", cmd("rm -rf /tmp/build /var/tmp/cache")),
                 ("run_command", cmd("rm -rf ~/projects/app/node_modules")),
@@ -2706,8 +2907,70 @@ mod tests {
                     "/command",
                     "DELETE without WHERE",
                 ),
+                (
+                    "bash",
+                    json!({"command": "echo 'DROP TABLE users;' | psql -d prod"}),
+                    "/command",
+                    "DROP TABLE",
+                ),
+                (
+                    "execute_sql",
+                    q("EXPLAIN ANALYZE DELETE FROM users"),
+                    "/query",
+                    "DELETE without WHERE",
+                ),
+                (
+                    "execute_sql",
+                    q("explain (analyze, buffers) update users set admin = true"),
+                    "/query",
+                    "UPDATE without WHERE",
+                ),
             ],
         );
+    }
+
+    #[test]
+    fn any_always_true_where_is_found() {
+        for cond in [
+            "2 > 1",
+            "1 < 2",
+            "5 >= 5",
+            "0 <> 1",
+            "id = id",
+            "users.id=users.id",
+            "(1 = 1)",
+            "status = 'x' OR 2 > 1",
+            "a = 1 OR (b = 2 OR id = id)",
+            "NOT FALSE",
+        ] {
+            for stmt in [
+                format!("DELETE FROM users WHERE {cond}"),
+                format!("UPDATE users SET admin = true WHERE {cond}"),
+            ] {
+                let f = run(&Sql, "execute_sql", json!({ "query": stmt }));
+                assert_eq!(f.len(), 1, "{stmt}");
+                assert!(
+                    f[0].message.contains("always-true WHERE"),
+                    "{stmt}: {}",
+                    f[0].message
+                );
+            }
+        }
+        for cond in [
+            "1 > 2",
+            "id = 5",
+            "a = b",
+            "1 = 1 AND id = 5",
+            "id >= 0 AND 2 > 1 AND owner = 'me'",
+            "created_at < now()",
+            "(id = 1 OR id = 2)",
+        ] {
+            let stmt = format!("DELETE FROM users WHERE {cond}");
+            assert!(
+                run(&Sql, "execute_sql", json!({ "query": stmt })).is_empty(),
+                "{stmt}"
+            );
+        }
     }
 
     #[test]
@@ -2761,6 +3024,12 @@ mod tests {
                     "bash",
                     json!({"command": "echo 'DROP TABLE users' > notes.txt"}),
                 ),
+                (
+                    "bash",
+                    json!({"command": "echo 'SELECT count(*) FROM users' | psql -d prod"}),
+                ),
+                ("execute_sql", q("EXPLAIN DELETE FROM users")),
+                ("web_search", json!({"query": "delete users"})),
             ],
         );
     }
@@ -2802,6 +3071,18 @@ mod tests {
                     p("/etc/shadow"),
                     "/path",
                     "system password hashes",
+                ),
+                (
+                    "fetch",
+                    json!({"url": "file:///etc/shadow"}),
+                    "/url",
+                    "system password hashes",
+                ),
+                (
+                    "browse",
+                    json!({"target_uri": "FILE:///home/bob/.ssh/%69d_rsa"}),
+                    "/target_uri",
+                    "SSH private key",
                 ),
                 (
                     "read_file",
@@ -3006,6 +3287,11 @@ mod tests {
         assert_quiet(
             &SensitivePath,
             &[
+                ("fetch", json!({"url": "file:///etc/hosts"})),
+                (
+                    "fetch",
+                    json!({"url": "https://example.com/docs/etc/shadow"}),
+                ),
                 ("read_file", p("~/.ssh/id_rsa.pub")),
                 ("read_file", p("~/.ssh/known_hosts")),
                 ("read_file", p(".envrc")),
@@ -3095,6 +3381,22 @@ mod tests {
                 format!("aws_secret_access_key = {}", fake("", "aB3/", 10)),
                 "AWS secret access key",
             ),
+            (
+                format!(r#"{{"SecretAccessKey": "{}"}}"#, fake("", "aB3/", 10)),
+                "AWS secret access key",
+            ),
+            // Invisible characters inside, or tag characters spelling it, do not hide it.
+            (
+                "AKIA\u{200B}IOSF\u{200D}ODNN7EXAMPLE".to_string(),
+                "AWS access key ID",
+            ),
+            (
+                "AKIAIOSFODNN7EXAMPLE"
+                    .chars()
+                    .map(|c| char::from_u32(0xE0000 + c as u32).expect("tag character"))
+                    .collect(),
+                "AWS access key ID",
+            ),
             (fake("ghp_", "a1B2", 9), "GitHub token"),
             (fake("ghs_", "Z9y8", 9), "GitHub token"),
             (fake("github_pat_", "11AB_cd", 12), "GitHub token"),
@@ -3179,6 +3481,10 @@ mod tests {
         );
         let everything = serde_json::to_string(&f).expect("findings serialise");
         assert!(!everything.contains(&token[4..12]), "{everything}");
+        // Also when invisible characters are strewn in it: the text read without them is masked.
+        let hidden = format!("token {}\u{200B}{}", &token[..10], &token[10..]);
+        let masked = mask_secrets(&hidden).expect("a secret is found");
+        assert!(!masked.contains(&token[4..12]), "{masked}");
     }
 
     #[test]

@@ -30,7 +30,7 @@
 
 use serde_json::{Value, json};
 
-use crate::engine::args::{MAX_LEAVES, as_number, string_leaves};
+use crate::engine::args::{MAX_LEAVES, number_range, string_leaves};
 use crate::engine::pii;
 use crate::engine::prompt::{PromptConstraint, singular};
 use crate::engine::{CheckContext, Finding, Rule, Severity};
@@ -360,7 +360,8 @@ fn numeric_leaves(
         }
         _ => return,
     };
-    if let Some(value) = as_number(v) {
+    // The highest reading: "1.000 EUR" may be a thousand, which a limit must not let pass.
+    if let Some((_, value)) = number_range(v) {
         out.push(NumberLeaf {
             path,
             words: words.to_vec(),
@@ -587,6 +588,21 @@ mod tests {
                 "amount=1250.5",
             ),
             ("process_refund", json!({"amount": -750}), "amount=-750"),
+            // Money as people write it: a code first, a sign after, European separators.
+            ("process_refund", json!({"amount": "USD 750"}), "amount=750"),
+            ("process_refund", json!({"amount": "750$"}), "amount=750"),
+            (
+                "process_refund",
+                json!({"amount": "1.250,00 EUR"}),
+                "amount=1250",
+            ),
+            ("process_refund", json!({"amount": "1 250"}), "amount=1250"),
+            (
+                "process_refund",
+                json!({"amount": "1.000 €"}),
+                "amount=1000",
+            ),
+            ("process_refund", json!({"amount": "499,99 €"}), ""),
             (
                 "refund_order",
                 json!({"order_id": "A1", "refund_amount": 750}),
