@@ -63,6 +63,14 @@ const REPORT_EVALUATIONS: u64 = 200_000;
 /// See [`REPORT_EVALUATIONS`].
 const REPORT_COPIED_BYTES: u64 = 4 * 1024 * 1024;
 
+/// What a compiled subschema costs in memory, at most (about 1 KiB measured), besides 16 bytes
+/// per byte of schema text; used by the schema cache.
+const SUBSCHEMA_BYTES: usize = 2 * 1024;
+
+/// What a compiled regular expression costs in memory after use, at most (about 200 KiB
+/// measured for one close to [`REGEX_SIZE_LIMIT`]); used by the schema cache.
+const PATTERN_BYTES: usize = 256 * 1024;
+
 /// How a schema was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SchemaKind {
@@ -78,6 +86,7 @@ pub struct CompiledSchema {
     tool_name: Option<String>,
     validator: jsonschema::Validator,
     cost: SchemaCost,
+    patterns: usize,
 }
 
 impl std::fmt::Debug for CompiledSchema {
@@ -194,7 +203,17 @@ impl CompiledSchema {
             tool_name: detected.tool_name,
             validator,
             cost,
+            patterns,
         })
+    }
+
+    /// An upper bound of the memory this compiled schema holds, for a schema of
+    /// `text_len` bytes of text (the schema cache weighs its entries by it).
+    pub fn memory_bound(&self, text_len: usize) -> usize {
+        text_len
+            .saturating_mul(16)
+            .saturating_add(self.cost.subschemas().saturating_mul(SUBSCHEMA_BYTES))
+            .saturating_add(self.patterns.saturating_mul(PATTERN_BYTES))
     }
 
     /// Whether validating `instance` stays within [`MAX_EVALUATIONS`]; the error is an
