@@ -190,6 +190,7 @@ impl<'p> Replayer<'p> {
                 if kind == "event" {
                     let event = wire.parse_event(now).map_err(|e| err(field_error(e)))?;
                     let schema = CompiledSchema::compile(&event.schema.value).map_err(err)?;
+                    schema.affordable(&event.content.value).map_err(err)?;
                     let (violations, total) = schema.violations(&event.content.value, MAX_DETAILS);
                     if total > 0 {
                         let first = violations
@@ -213,6 +214,7 @@ impl<'p> Replayer<'p> {
                 }
                 let check = wire.parse_check(now).map_err(|e| err(field_error(e)))?;
                 let schema = CompiledSchema::compile(&check.schema.value).map_err(err)?;
+                schema.affordable(&check.content.value).map_err(err)?;
                 let tool = schema.tool_name().unwrap_or(UNNAMED_TOOL).to_string();
                 let engine = &self.engine;
                 let run = self

@@ -6,4 +6,5 @@ pub mod event;
 pub mod ids;
 pub mod schema;
 pub mod schema_cache;
+pub mod schema_cost;
 pub mod time;

@@ -2,7 +2,9 @@
 //!
 //! Agents send the same few schemas with every event; compiling one costs far more than
 //! validating against it. The cache holds at most [`SchemaCache::MAX_ENTRIES`] schemas and
-//! [`SchemaCache::MAX_BYTES`] bytes of schema text; schemas larger than
+//! [`SchemaCache::MAX_BYTES`] bytes of memory, each schema weighed by a bound of what its
+//! compiled form holds ([`CompiledSchema::memory_bound`]: a compiled schema can be a thousand
+//! times larger than its text, mostly for its regular expressions); schemas heavier than
 //! [`SchemaCache::MAX_SCHEMA_BYTES`] are compiled every time and never kept. When full, the
 //! least recently used entry goes.
 
@@ -26,6 +28,8 @@ struct Inner {
 
 struct Entry {
     schema: Arc<CompiledSchema>,
+    /// What it counts against [`SchemaCache::MAX_BYTES`].
+    weight: usize,
     last_used: u64,
 }
 
@@ -44,10 +48,11 @@ impl Default for SchemaCache {
 impl SchemaCache {
     /// The most schemas kept.
     pub const MAX_ENTRIES: usize = 1024;
-    /// The most schema text kept, in bytes.
-    pub const MAX_BYTES: usize = 8 * 1024 * 1024;
-    /// Schemas larger than this are not cached.
-    pub const MAX_SCHEMA_BYTES: usize = 256 * 1024;
+    /// The most memory the kept schemas may hold, in bytes (as bounded by
+    /// [`CompiledSchema::memory_bound`]).
+    pub const MAX_BYTES: usize = 128 * 1024 * 1024;
+    /// Schemas whose bound is larger than this are not cached.
+    pub const MAX_SCHEMA_BYTES: usize = 16 * 1024 * 1024;
 
     /// The compiled form of the schema whose text is `text` and value is `value`, compiled at
     /// most once while it stays in the cache. Errors (INVALID_SCHEMA messages) are not cached.
@@ -57,10 +62,11 @@ impl SchemaCache {
         }
         // Compile outside the lock: a slow compile must not hold up other requests.
         let compiled = Arc::new(CompiledSchema::compile(value)?);
-        if text.len() <= Self::MAX_SCHEMA_BYTES
+        let weight = compiled.memory_bound(text.len());
+        if weight <= Self::MAX_SCHEMA_BYTES
             && let Ok(mut inner) = self.inner.lock()
         {
-            inner.insert(text, Arc::clone(&compiled));
+            inner.insert(text, Arc::clone(&compiled), weight);
         }
         Ok(compiled)
     }
@@ -83,33 +89,38 @@ impl SchemaCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// What the cached schemas count against [`SchemaCache::MAX_BYTES`].
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().map_or(0, |i| i.bytes)
+    }
 }
 
 impl Inner {
-    fn insert(&mut self, text: &str, schema: Arc<CompiledSchema>) {
+    fn insert(&mut self, text: &str, schema: Arc<CompiledSchema>, weight: usize) {
         if self.map.contains_key(text) {
             return;
         }
         while !self.map.is_empty()
             && (self.map.len() >= SchemaCache::MAX_ENTRIES
-                || self.bytes + text.len() > SchemaCache::MAX_BYTES)
+                || self.bytes + weight > SchemaCache::MAX_BYTES)
         {
             let oldest = self
                 .map
                 .iter()
                 .min_by_key(|(_, e)| e.last_used)
                 .map(|(k, _)| k.clone());
-            if let Some(key) = oldest {
-                self.bytes -= key.len();
-                self.map.remove(&key);
+            if let Some(entry) = oldest.and_then(|key| self.map.remove(&key)) {
+                self.bytes -= entry.weight;
             }
         }
         self.tick += 1;
-        self.bytes += text.len();
+        self.bytes += weight;
         self.map.insert(
             text.to_string(),
             Entry {
                 schema,
+                weight,
                 last_used: self.tick,
             },
         );
@@ -167,10 +178,29 @@ mod tests {
         let cache = SchemaCache::default();
         let text = format!(
             "{{\"title\":\"{}\"}}",
-            "x".repeat(SchemaCache::MAX_SCHEMA_BYTES)
+            "x".repeat(SchemaCache::MAX_SCHEMA_BYTES / 16)
         );
         let v: Value = serde_json::from_str(&text).expect("json");
         assert!(cache.get_or_compile(&text, &v).is_ok());
         assert!(cache.is_empty());
+    }
+
+    /// A schema's regular expressions weigh far more than its text (`{"pattern": "\\w{300}"}`
+    /// compiles to about 85 KiB, 200 KiB after use). Distinct such schemas do not pile up.
+    #[test]
+    fn the_cache_is_bounded_by_what_compiled_schemas_hold_not_by_their_text() {
+        let cache = SchemaCache::default();
+        for i in 0..20 {
+            let patterns: Vec<Value> = (0..60)
+                .map(|j| json!({"pattern": format!("^p{i}_{j}$")}))
+                .collect();
+            let v = json!({"allOf": patterns});
+            let text = v.to_string();
+            assert!(text.len() < 2 * 1024);
+            cache.get_or_compile(&text, &v).expect("compiles");
+            assert!(cache.bytes() <= SchemaCache::MAX_BYTES, "{}", cache.bytes());
+        }
+        assert!(cache.len() < 20, "{}", cache.len());
+        assert!(!cache.is_empty());
     }
 }

@@ -34,6 +34,9 @@ struct Judged<'a> {
 pub fn check(app: &App, call: &Call<'_>) -> Result<Reply, ApiError> {
     let check = parse_json::<EventWire>(call.body)?.parse_check(OffsetDateTime::now_utc())?;
     let schema = compile_schema(app, &check.schema)?;
+    schema
+        .affordable(&check.content.value)
+        .map_err(ApiError::invalid_schema)?;
     let tool_name = schema.tool_name().unwrap_or(UNNAMED_TOOL).to_string();
     let entry = app
         .states

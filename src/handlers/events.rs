@@ -21,6 +21,9 @@ struct Logged {
 pub fn log_event(app: &App, call: &Call<'_>) -> Result<Reply, ApiError> {
     let event = parse_json::<EventWire>(call.body)?.parse_event(OffsetDateTime::now_utc())?;
     let schema = compile_schema(app, &event.schema)?;
+    schema
+        .affordable(&event.content.value)
+        .map_err(ApiError::invalid_schema)?;
     let (violations, total) = schema.violations(&event.content.value, MAX_DETAILS);
     if total > 0 {
         return Err(ApiError::schema_validation_failed(violations, total));
