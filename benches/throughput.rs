@@ -673,7 +673,7 @@ fn request_bytes(path: &str, body: &Value, key: Option<&str>) -> Vec<u8> {
     let body = body.to_string();
     let auth = key.map_or(String::new(), |k| format!("x-api-key: {k}\r\n"));
     format!(
-        "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
