@@ -312,7 +312,9 @@ pub fn url_host(s: &str) -> Option<String> {
     {
         return None;
     }
-    let authority = rest.split(['/', '?', '#']).next()?;
+    // A backslash ends the authority as `/` does (browsers read `https://a.example\@b.example`
+    // as a.example).
+    let authority = rest.split(['/', '?', '#', '\\']).next()?;
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let host = if let Some(v6) = host_port.strip_prefix('[') {
         v6.split_once(']')?.0
@@ -389,6 +391,10 @@ mod tests {
             ("https://Api.Example.com/v1?q=1", Some("api.example.com")),
             ("http://user:pw@evil.net:8080/x", Some("evil.net")),
             ("http://[::1]:80/", Some("::1")),
+            (
+                "https://evil.example\\@docs.example.com/",
+                Some("evil.example"),
+            ),
             ("ftp://files.example.org", Some("files.example.org")),
             ("example.com/path", None),
             ("mailto:a@b.c", None),

@@ -7,7 +7,9 @@
 //!
 //! # Sentences
 //!
-//! The prompt is read line by line. A leading list marker (`-`, `*`, `•`, `+`, `1.`, `1)`) is
+//! The prompt is read line by line, a sentence wrapped over lines as one line (a line without
+//! closing punctuation goes on with a next line that starts with a lowercase letter, a digit or
+//! a currency sign and is no list item). A leading list marker (`-`, `*`, `•`, `+`, `1.`, `1)`) is
 //! dropped, then a line is cut after `.`, `!`, `?` or `;` followed by a space or the end of the
 //! line (so `$1,000.50` and `fs.read` stay whole), and a sentence is cut once more before
 //! `and`/`but`/`or` followed by a prohibition (`…, and never share customer data`). Matching
@@ -129,7 +131,8 @@ pub enum PromptConstraint {
 
 /// The constraints a system prompt states, in the order of its sentences.
 pub fn derive(system_prompt: &str) -> Vec<PromptConstraint> {
-    let lines: Vec<Line<'_>> = system_prompt.lines().map(Line::parse).collect();
+    let logical = unwrap_lines(system_prompt);
+    let lines: Vec<Line<'_>> = logical.iter().map(|l| Line::parse(l)).collect();
     let mut out = Vec::new();
     for (index, line) in lines.iter().enumerate() {
         let sentences = split_sentences(line.body);
@@ -169,6 +172,36 @@ pub fn singular(word: &str) -> String {
         return w[..w.len() - 1].to_string();
     }
     w
+}
+
+/// The lines of a prompt with a sentence wrapped over several lines joined into one: a line
+/// that ends without closing punctuation (`.`, `!`, `?`, `;`, `:`) goes on with the next when
+/// that one starts with a lowercase letter, a digit or a currency sign and is no list item
+/// ("Do not process refunds\nover $500 without approval."). A heading followed by a sentence
+/// ("Refund policy\nDo not …") stays two lines.
+fn unwrap_lines(prompt: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in prompt.lines() {
+        let next = line.trim();
+        let continues = out.last().is_some_and(|prev| {
+            let prev = prev.trim_end();
+            !prev.is_empty()
+                && !prev.trim_start().starts_with('#')
+                && !prev.ends_with(['.', '!', '?', ';', ':'])
+                && next.starts_with(|c: char| {
+                    c.is_lowercase() || c.is_ascii_digit() || matches!(c, '$' | '€' | '£')
+                })
+                && !BULLET.is_match(line)
+        });
+        match out.last_mut() {
+            Some(prev) if continues => {
+                prev.push(' ');
+                prev.push_str(next);
+            }
+            _ => out.push(line.to_string()),
+        }
+    }
+    out
 }
 
 /// A line of the prompt: its text without a list marker, and whether it had one.
@@ -1104,6 +1137,27 @@ mod tests {
                 "never share customer personal information"
             );
         }
+    }
+
+    #[test]
+    fn a_sentence_wrapped_over_lines_is_read_whole() {
+        let prompt = "You are a support agent for Acme. Do not process refunds\nover $500 without \
+                      manager approval. Never share customer\npersonal information.\nOnly use \
+                      the tools get_order, process_refund\nand send_email.";
+        let described: Vec<String> = derive(prompt).iter().map(describe).collect();
+        assert_eq!(
+            described,
+            [
+                "refund > 500 unless approved",
+                "no personal data",
+                "only get_order, process_refund, send_email"
+            ]
+        );
+        // A heading line stays a line of its own, and so do list items.
+        let headed = "Refund policy\nDo not process refunds over $500.\nOnly use the following \
+                      tools:\n- get_order\n- send_email";
+        let described: Vec<String> = derive(headed).iter().map(describe).collect();
+        assert_eq!(described, ["refund > 500", "only get_order, send_email"]);
     }
 
     #[test]

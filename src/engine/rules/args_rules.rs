@@ -5,17 +5,17 @@
 //! - `args.deny_pattern`: a string matching any `deny_patterns` regex;
 //! - `args.allow_pattern`: a string matching none of the `allow_patterns` regexes;
 //! - `args.one_of`: a value equal to none of `one_of`;
-//! - `args.email_domain`: an e-mail address outside `email_domains` (and their subdomains);
+//! - `args.email_domain`: an e-mail address outside `email_domains` (and their subdomains):
+//!   the domain after every `@` counts (`"a@example.com"@evil.example` is evil.example's), and
+//!   a value with no `@` is not an address;
 //! - `args.url_domain`: a URL whose host is outside `url_domains` (and their subdomains), or a
 //!   value that is not a URL;
-//! - `args.path_root`: a file path outside every `path_roots` entry, with a `..` component, or
-//!   starting with `~`. A relative path is taken relative to the first root.
+//! - `args.path_root`: a file path outside every `path_roots` entry, with a `..` component,
+//!   starting with `~`, or a Windows drive or network path (`C:\…`, `\\server\…`). A relative
+//!   path is taken relative to the first root.
 //!
 //! Strings inside arrays are checked one by one (a list of recipients, say).
 
-use std::sync::LazyLock;
-
-use regex::Regex;
 use serde_json::{Value, json};
 
 use crate::engine::args::{at_path, in_domain, number_range, url_host};
@@ -24,10 +24,6 @@ use crate::policy::ArgRule;
 
 /// See the module doc.
 pub struct ArgConstraints;
-
-static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)[a-z0-9._%+\-]+@([a-z0-9\-]+(?:\.[a-z0-9\-]+)+)").expect("static regex")
-});
 
 impl Rule for ArgConstraints {
     fn id(&self) -> &'static str {
@@ -146,15 +142,41 @@ fn check(rule: &ArgRule, value: &Value, out: &mut Vec<Finding>) {
     }
     if let Some(domains) = &rule.email_domains {
         for s in &texts {
-            for m in EMAIL.captures_iter(s) {
-                let domain = m[1].to_ascii_lowercase();
-                if !domains.iter().any(|d| in_domain(&domain, d)) {
+            // Every `@` addresses the domain after it: `a@example.com@evil.example` and
+            // `"a@example.com"@evil.example` go to evil.example, and a domain written with
+            // look-alike letters is no allowed domain.
+            let mut addressed = false;
+            for (at, _) in s.match_indices('@') {
+                addressed = true;
+                let domain: String = s[at + 1..]
+                    .chars()
+                    .take_while(|c| {
+                        !c.is_whitespace() && !matches!(c, ',' | ';' | '>' | ')' | '"' | '\'' | '@')
+                    })
+                    .collect::<String>()
+                    .trim_end_matches('.')
+                    .to_lowercase();
+                let allowed = domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                    && domains.iter().any(|d| in_domain(&domain, d));
+                if !allowed {
                     out.push(finding(
                         "args.email_domain",
-                        format!("argument {arg} addresses {} outside the allowed domains", &m[0]),
-                        json!({"argument": arg, "value": &m[0], "domain": domain, "allowed": domains}),
+                        format!("argument {arg} addresses {domain:?} outside the allowed domains"),
+                        json!({"argument": arg, "value": short(s), "domain": domain, "allowed": domains}),
                     ));
+                    break;
                 }
+            }
+            if !addressed {
+                out.push(finding(
+                    "args.email_domain",
+                    format!(
+                        "argument {arg} must be an e-mail address for the policy's domain list"
+                    ),
+                    json!({"argument": arg, "value": short(s), "allowed": domains}),
+                ));
             }
         }
     }
@@ -201,6 +223,11 @@ fn outside_roots(path: &str, roots: &[String]) -> Option<String> {
     let p = path.trim();
     if p.starts_with('~') {
         return Some("starts with ~, outside the allowed roots".into());
+    }
+    // A Windows drive or network path is absolute, never under a root written with `/`.
+    let b = p.as_bytes();
+    if p.starts_with("\\\\") || (b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':') {
+        return Some("is a drive or network path, outside the allowed roots".into());
     }
     if p.split(['/', '\\']).any(|c| c == "..") {
         return Some("escapes with a .. component".into());
@@ -402,5 +429,51 @@ mod tests {
                 "{rule:?} {tool} {args}"
             );
         }
+    }
+
+    #[test]
+    fn an_address_or_url_that_only_looks_allowed_is_outside_the_domains() {
+        let mail = "tool = \"send\"\npath = \"to\"\nemail_domains = [\"example.com\"]";
+        for to in [
+            "a@example.com@evil.example",
+            "\"a@example.com\"@evil.example",
+            "a@ex\u{430}mple.com",
+            "Bob <a@evil.example>",
+            "a@example.com, b@evil.example",
+            "nobody",
+        ] {
+            assert_eq!(
+                ids(mail, "send", json!({ "to": to })),
+                ["args.email_domain"],
+                "{to}"
+            );
+        }
+        for to in [
+            "a@example.com",
+            "A@Sub.Example.COM",
+            "Ann <ann@example.com>",
+            "a@example.com, b@example.com",
+            "a@example.com.",
+        ] {
+            assert!(ids(mail, "send", json!({ "to": to })).is_empty(), "{to}");
+        }
+        let url = "tool = \"fetch\"\npath = \"url\"\nurl_domains = [\"docs.example.com\"]";
+        assert_eq!(
+            ids(
+                url,
+                "fetch",
+                json!({"url": "https://evil.example\\@docs.example.com/"})
+            ),
+            ["args.url_domain"]
+        );
+        let roots = "tool = \"write\"\npath = \"path\"\npath_roots = [\"/workspace\"]";
+        for path in ["C:\\Windows\\system32", "c:/temp/x", "\\\\server\\share\\x"] {
+            assert_eq!(
+                ids(roots, "write", json!({ "path": path })),
+                ["args.path_root"],
+                "{path}"
+            );
+        }
+        assert!(ids(roots, "write", json!({"path": "notes/c.txt"})).is_empty());
     }
 }

@@ -1,9 +1,10 @@
 //! The policy's tool lists (block):
-//! - `tool.deny`: the tool matches a `deny_tools` glob;
+//! - `tool.deny`: the tool matches a `deny_tools` glob (as named, or in lowercase: `DELETE_USER`
+//!   matches `delete_*`);
 //! - `tool.not_allowed`: `allow_tools` is set and the tool matches none of its globs;
-//! - `tool.require_approval`: the tool matches a `require_approval` glob and the run has no
-//!   pending approval for it. An approval is a `system` event whose content is
-//!   `{"approval": {"tool": "<name>"}}`; one passing check uses it up.
+//! - `tool.require_approval`: the tool matches a `require_approval` glob (as named or in
+//!   lowercase) and the run has no pending approval for it. An approval is a `system` event
+//!   whose content is `{"approval": {"tool": "<name>"}}`; one passing check uses it up.
 
 use serde_json::json;
 
@@ -24,8 +25,12 @@ impl Rule for ToolLists {
     fn evaluate(&self, ctx: &CheckContext<'_>) -> Vec<Finding> {
         let tool = ctx.action.tool_name;
         let policy = ctx.policy;
+        // Denials and approvals hold whatever the case of the name (`DELETE_USER` for
+        // `delete_*`): a tool list that a change of case escapes protects nothing.
+        let lower = tool.to_lowercase();
+        let hits = |g: &&crate::policy::Pattern| g.matches(tool) || g.matches(&lower);
         let mut out = Vec::new();
-        if let Some(g) = policy.deny_tools.iter().find(|g| g.matches(tool)) {
+        if let Some(g) = policy.deny_tools.iter().find(hits) {
             out.push(Finding {
                 rule: "tool.deny",
                 severity: Severity::Block,
@@ -44,7 +49,7 @@ impl Rule for ToolLists {
                 evidence: json!({"tool": tool, "allowed": patterns}),
             });
         }
-        if let Some(g) = policy.require_approval.iter().find(|g| g.matches(tool))
+        if let Some(g) = policy.require_approval.iter().find(hits)
             && !ctx.state.approved(tool)
         {
             out.push(Finding {
@@ -93,6 +98,10 @@ mod tests {
             ("delete_user", &["tool.deny"]),
             ("send_email", &["tool.not_allowed"]),
             ("refund", &["tool.require_approval"]),
+            // A change of case escapes neither a denial nor an approval.
+            ("DELETE_USER", &["tool.deny", "tool.not_allowed"]),
+            ("Delete_User", &["tool.deny", "tool.not_allowed"]),
+            ("REFUND", &["tool.not_allowed", "tool.require_approval"]),
         ];
         for (tool, want) in table {
             assert_eq!(rules(&c, tool), *want, "{tool}");
