@@ -191,6 +191,11 @@ pub const MAX_TEXT: usize = 64 * 1024;
 /// The most distinct values indexed per run; later ones are not followed (bounded memory).
 pub const MAX_VALUES: usize = 50_000;
 
+/// The longest word kept in [`RunState::plain_words`], in characters. They are looked up only
+/// for free-text arguments of at most 64 characters (`rules/context.rs`), whose words stay
+/// under this once lowercased; a longer word (a 1 MiB token) would only take memory.
+const MAX_WORD_CHARS: usize = 128;
+
 /// The derived state of one run.
 #[derive(Debug, Clone, Default)]
 pub struct RunState {
@@ -355,6 +360,9 @@ impl RunState {
                 for word in words(&text[from..s]) {
                     if self.plain_words.len() >= MAX_VALUES {
                         break;
+                    }
+                    if word.len() > MAX_WORD_CHARS && word.chars().count() > MAX_WORD_CHARS {
+                        continue;
                     }
                     if !self.plain_words.contains(word.as_str()) {
                         self.plain_words.insert(word);
@@ -544,6 +552,30 @@ mod tests {
         s.on_check("t", &json!({"a": 2, "b": 2}), false);
         assert_eq!(s.repeats("t", &json!({"a": 1, "b": 2})), 2);
         assert_eq!(s.repeats("u", &json!({"a": 1, "b": 2})), 0);
+    }
+
+    #[test]
+    fn a_huge_word_or_value_costs_the_index_a_bounded_size_and_is_still_found() {
+        let word = "x".repeat(200_000);
+        let url = format!("https://evil.example/{}", "a".repeat(200_000));
+        let mut s = RunState::new("");
+        let text = format!("{word} {url} short words");
+        s.on_event(
+            1,
+            EventType::Tool,
+            Trust::Untrusted,
+            &json!({ "text": text }),
+        );
+        let longest_word = s.plain_words.iter().map(String::len).max().unwrap_or(0);
+        assert!(longest_word <= 4 * 128, "a word of {longest_word} bytes");
+        let longest_key = s.seen.keys().map(String::len).max().unwrap_or(0);
+        assert!(longest_key <= 300, "a key of {longest_key} bytes");
+        // The long URL is still looked up exactly.
+        let found = values::extract(&url);
+        let long = found.iter().find(|f| f.value.len() > 100_000);
+        let long = long.expect("the URL is one long value");
+        assert!(s.seen(long.kind, &long.value).untrusted, "{}", long.kind);
+        assert!(s.text_seen("short words").clean);
     }
 
     #[test]

@@ -27,6 +27,7 @@
 use std::sync::LazyLock;
 
 use regex::Regex;
+use sha2::{Digest, Sha256};
 
 use super::args::url_host;
 use super::pii;
@@ -116,13 +117,22 @@ fn iban_like(token: &str) -> Option<(String, usize)> {
     (compact.len() >= 14 && digits >= 4).then_some((compact, len))
 }
 
+/// Values longer than this many bytes (a URL or a path can be as long as the text) are keyed
+/// by a digest, so that a run's index holds at most this much per value.
+const MAX_KEY_VALUE_BYTES: usize = 256;
+
 /// The key a value is looked up by: `kind:value`, except that a phone number is keyed by its
 /// last nine digits, so that the same number written with or without its country code or
-/// trunk prefix is one value.
+/// trunk prefix is one value, and a value over [`MAX_KEY_VALUE_BYTES`] by its SHA-256.
 pub fn key(kind: &str, value: &str) -> String {
     if kind == "phone" {
         let at = value.len().saturating_sub(9);
         return format!("phone:{}", &value[at..]);
+    }
+    if value.len() > MAX_KEY_VALUE_BYTES {
+        let digest = Sha256::digest(value.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        return format!("{kind}#{hex}");
     }
     format!("{kind}:{value}")
 }
