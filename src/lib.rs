@@ -4,6 +4,7 @@
 //! - [`cli`]: the command line (`serve`); [`config`]: validated settings and env var names.
 //! - [`server`]: binds, runs worker threads, stops cleanly; the one place errors become bytes.
 //! - [`nudge`]: keeps tiny_http's connection pool from stranding a connection.
+//! - [`heap`]: glibc's allocator set to return large freed blocks.
 //! - [`http`]: routing, request reading (Content-Type, capped body), responses.
 //! - [`handlers`]: one module per resource, thin: wire → domain → engine/store → reply.
 //! - [`domain`]: validated values (ids, time, events, schemas); pure.
@@ -23,6 +24,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod handlers;
+pub mod heap;
 pub mod http;
 pub mod metrics;
 pub mod nudge;

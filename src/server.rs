@@ -200,6 +200,7 @@ pub fn load_policy(path: &std::path::Path) -> Result<Policy, String> {
 impl Server {
     /// Binds the address and opens the database. Errors are one line for the operator.
     pub fn bind(config: &ServeConfig) -> Result<Self, String> {
+        crate::heap::keep_large_allocations_mapped();
         let listener = std::net::TcpListener::bind(config.addr)
             .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
         let limits = guard_limits(config, &listener);

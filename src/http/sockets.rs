@@ -8,7 +8,7 @@
 //! descriptor closed and reused in between is never touched. A shutdown through the duplicate
 //! acts on the socket itself, which tiny_http still owns and closes as usual.
 //!
-//! This is the crate's only `unsafe` code: two calls that the safe wrappers do not cover.
+//! With `heap`, the crate's only `unsafe` code: two calls that the safe wrappers do not cover.
 #![allow(unsafe_code)]
 
 use std::io;
