@@ -200,7 +200,6 @@ pub fn load_policy(path: &std::path::Path) -> Result<Policy, String> {
 impl Server {
     /// Binds the address and opens the database. Errors are one line for the operator.
     pub fn bind(config: &ServeConfig) -> Result<Self, String> {
-        crate::heap::keep_large_allocations_mapped();
         let listener = std::net::TcpListener::bind(config.addr)
             .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
         let limits = guard_limits(config, &listener);
@@ -463,6 +462,8 @@ fn handle(app: &App, mut req: Request, visit: Visit) {
     let path = loggable_path(req.url());
     // Bodies up to 1 KiB are buffered by tiny_http before the request reaches us.
     let announced = req.body_length().map_or(0, |l| l as u64);
+    // A chunked body's size is known only once read; it may be large.
+    let chunked = crate::http::request::header(&req, "transfer-encoding").is_some();
     let mut body_read = announced <= 1024;
     let mut label = "unmatched";
     let framing = crate::http::request::framing_problem(
@@ -519,6 +520,9 @@ fn handle(app: &App, mut req: Request, visit: Visit) {
         }
     } else {
         quarantine(req, reply, &rid);
+    }
+    if announced >= crate::heap::LARGE_BODY_BYTES || chunked {
+        crate::heap::release_free_memory();
     }
     log::info!(
         target: "runwarden::access",
