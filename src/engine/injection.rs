@@ -178,6 +178,24 @@ fn is_invisible(c: char) -> bool {
     )
 }
 
+/// Whether a reader does not see `c`: a zero-width or bidi control character, a soft hyphen or
+/// a tag character (see [`as_shown`]).
+pub fn hides(c: char) -> bool {
+    c == '\u{AD}' || is_invisible(c) || is_tag(c)
+}
+
+/// `c` as a reader takes it: a tag character as the ASCII it spells, any other character
+/// that [`hides`] as nothing, every other character as itself.
+pub fn as_shown(c: char) -> Option<char> {
+    if is_tag(c) {
+        tag_ascii(c)
+    } else if hides(c) {
+        None
+    } else {
+        Some(c)
+    }
+}
+
 fn is_pictographic(c: char) -> bool {
     matches!(c, '\u{1F000}'..='\u{1FAFF}' | '\u{2600}'..='\u{27BF}' | '\u{FE0F}')
 }

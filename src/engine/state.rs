@@ -72,19 +72,7 @@ fn injected_spans(text: &str) -> (Vec<Span>, Vec<Span>) {
 /// `attacker@ev\u{200B}il.example` is the address it shows. Their byte ranges are those of the
 /// original text.
 fn readable_values(text: &str) -> Vec<values::Found> {
-    let invisible = |c: char| {
-        matches!(
-            c,
-            '\u{AD}'
-                | '\u{200B}'..='\u{200F}'
-                | '\u{2060}'..='\u{2064}'
-                | '\u{FEFF}'
-                | '\u{202A}'..='\u{202E}'
-                | '\u{2066}'..='\u{2069}'
-                | '\u{E0000}'..='\u{E007F}'
-        )
-    };
-    if !text.chars().any(invisible) {
+    if !text.chars().any(super::injection::hides) {
         return values::extract(text);
     }
     // The readable text, and for each of its bytes the original range of the char it is.
@@ -92,11 +80,7 @@ fn readable_values(text: &str) -> Vec<values::Found> {
     let mut src: Vec<(usize, usize)> = Vec::with_capacity(text.len());
     for (i, c) in text.char_indices() {
         let end = i + c.len_utf8();
-        let shown = match c {
-            '\u{E0020}'..='\u{E007E}' => char::from_u32(c as u32 - 0xE0000),
-            c if invisible(c) => None,
-            c => Some(c),
-        };
+        let shown = super::injection::as_shown(c);
         if let Some(shown) = shown {
             readable.push(shown);
             src.extend(std::iter::repeat_n((i, end), shown.len_utf8()));

@@ -194,6 +194,7 @@ use regex::{Captures, Regex};
 use serde_json::{Value, json};
 
 use crate::engine::args::{MAX_LEAVES, string_leaves};
+use crate::engine::injection;
 use crate::engine::{CheckContext, Finding, Rule, Severity};
 
 // ---------------------------------------------------------------------------------------------
@@ -1948,30 +1949,10 @@ fn find_secret(text: &str) -> Option<(&'static str, &str)> {
 /// `text` without zero-width, bidi and other invisible characters and soft hyphens, tag
 /// characters read as the ASCII they spell; `None` when it holds none of them.
 fn without_invisible(text: &str) -> Option<String> {
-    let invisible = |c: char| {
-        matches!(
-            c,
-            '\u{AD}'
-                | '\u{200B}'..='\u{200F}'
-                | '\u{2060}'..='\u{2064}'
-                | '\u{FEFF}'
-                | '\u{202A}'..='\u{202E}'
-                | '\u{2066}'..='\u{2069}'
-                | '\u{E0000}'..='\u{E007F}'
-        )
-    };
-    if !text.chars().any(invisible) {
+    if !text.chars().any(injection::hides) {
         return None;
     }
-    Some(
-        text.chars()
-            .filter_map(|c| match c {
-                '\u{E0020}'..='\u{E007E}' => char::from_u32(c as u32 - 0xE0000),
-                c if invisible(c) => None,
-                c => Some(c),
-            })
-            .collect(),
-    )
+    Some(text.chars().filter_map(injection::as_shown).collect())
 }
 
 /// `text` with every secret in it shown as [`mask`] shows it; `None` when it holds none.
