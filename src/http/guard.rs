@@ -150,6 +150,10 @@ pub struct ConnView {
     pub waiting_since: Instant,
     /// When the guard first saw it.
     pub opened: Instant,
+    /// Its client has closed it already (and no request of it is being handled): it is on its
+    /// way out and does not count towards the bound. The server's own nudges (`nudge.rs`)
+    /// look like this: counted, each one made the guard close one client too many.
+    pub peer_closed: bool,
 }
 
 impl ConnView {
@@ -195,11 +199,14 @@ pub fn decide(conns: &[ConnView], now: Instant, limits: &Limits) -> Vec<(usize, 
             out.push((i, action, reason));
         }
     }
-    let open = closing.iter().filter(|c| !**c).count();
+    let leaving = |i: usize| !conns[i].busy && conns[i].peer_closed;
+    let open = (0..conns.len())
+        .filter(|&i| !closing[i] && !leaving(i))
+        .count();
     if open > limits.max_connections {
         // Idle ones first, the longest idle first; then the newest.
         let mut victims: Vec<usize> = (0..conns.len())
-            .filter(|&i| !closing[i] && !conns[i].busy)
+            .filter(|&i| !closing[i] && !conns[i].busy && !leaving(i))
             .collect();
         victims.sort_by_key(|&i| {
             let c = &conns[i];
@@ -566,6 +573,7 @@ mod linux {
                 queued: progress.is_some_and(|p| p.queued > 0),
                 waiting_since: p.last_done.map_or(c.opened, |d| d.max(c.opened)),
                 opened: c.opened,
+                peer_closed: progress.is_some_and(|p| p.peer_closed),
             });
         }
         let mut out = ScanReport {
@@ -627,6 +635,7 @@ mod tests {
             queued: false,
             waiting_since: t0,
             opened: t0,
+            peer_closed: false,
         }
     }
 
@@ -781,6 +790,29 @@ mod tests {
                 (2, Action::Close, Reason::OverLimit),
                 (3, Action::Close, Reason::OverLimit)
             ]
+        );
+    }
+
+    #[test]
+    fn connections_their_clients_have_closed_do_not_count_towards_the_bound() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let waiting = |at: u64| ConnView {
+            waiting_since: t0 + s(at),
+            ..view(t0)
+        };
+        // 3 open and a 4th its client has closed (as a nudge is): within the bound of 3.
+        let leaving = ConnView {
+            peer_closed: true,
+            ..waiting(4)
+        };
+        let conns = [waiting(1), waiting(2), waiting(3), leaving];
+        assert_eq!(decide(&conns, t0 + s(5), &LIMITS), vec![]);
+        // Over the bound, it is not closed in place of an open one either.
+        let conns = [waiting(1), waiting(2), waiting(3), leaving, waiting(0)];
+        assert_eq!(
+            decide(&conns, t0 + s(5), &LIMITS),
+            vec![(4, Action::Close, Reason::OverLimit)]
         );
     }
 

@@ -113,7 +113,13 @@ pub struct Progress {
     pub acked: u64,
     /// Data of ours is waiting to be sent or to be acknowledged.
     pub sending: bool,
+    /// The peer has closed its side (the socket is in CLOSE_WAIT): tiny_http reads the end of
+    /// the stream next and closes the connection.
+    pub peer_closed: bool,
 }
+
+/// Linux's `TCP_CLOSE_WAIT` state (include/net/tcp_states.h), as `tcp_info` reports it.
+const TCP_CLOSE_WAIT: u8 = 8;
 
 /// How far a connection has come. `None` when the kernel does not report the byte counts
 /// (before Linux 4.6).
@@ -125,6 +131,7 @@ pub fn progress(sock: &OwnedFd) -> Option<Progress> {
         queued,
         acked: info.tcpi_bytes_acked,
         sending: info.tcpi_notsent_bytes > 0 || info.tcpi_unacked > 0,
+        peer_closed: info.tcpi_state == TCP_CLOSE_WAIT,
     })
 }
 
