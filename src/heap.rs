@@ -15,7 +15,7 @@ pub const LARGE_BODY_BYTES: u64 = 256 * 1024;
 /// the first large body, later ones come from the heap of the worker thread that reads them,
 /// and each worker's heap keeps what it once held. Measured with the release build on one run
 /// that logged tool events of 900 KB (a check every 10): 395 to 431 MiB of RSS after 200 and
-/// still growing; with this trim, 235 to 243 MiB from event 200 to 300. Fixing the threshold
+/// still growing; with this trim, 234 to 243 MiB from event 200 to 300. Fixing the threshold
 /// at 128 KiB instead (`mallopt`) kept it at 55 MiB but cost every check a quarter of its
 /// throughput (some allocation of a check is that large, and was then mapped and unmapped
 /// each time); trimming after large bodies only costs small requests nothing. What remains is
